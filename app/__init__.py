@@ -1,0 +1,1 @@
+"""bikerental-api: the API database, its migrations and the registration service."""

@@ -1,0 +1,1 @@
+"""The API database: models, server, migrations and the guards around them."""

@@ -1,0 +1,31 @@
+"""Async engines and connections to the API database."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from app.db.provision import prepare_api_database
+from app.db.server import ServerAddress
+from app.settings import Settings
+
+
+def create_api_engine(address: ServerAddress, settings: Settings, **kwargs: Any) -> AsyncEngine:
+    """An asyncpg engine on the API database."""
+    return create_async_engine(address.url(settings.api_db_name), **kwargs)
+
+
+@asynccontextmanager
+async def api_connection(settings: Settings) -> AsyncIterator[AsyncConnection]:
+    """One connection in one transaction, for a command that runs and exits."""
+    address = await prepare_api_database(settings)
+    engine = create_api_engine(address, settings, poolclass=sa.NullPool)
+    try:
+        async with engine.begin() as connection:
+            yield connection
+    finally:
+        await engine.dispose()

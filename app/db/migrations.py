@@ -1,0 +1,71 @@
+"""Alembic, driven from Python: its configuration, the revisions on disk, and the database's revision."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from functools import cached_property
+
+import sqlalchemy as sa
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+
+from app.db.guard import VERSION_TABLE
+from app.errors import SchemaNotAtHeadError
+from app.settings import PROJECT_ROOT, Settings
+
+ALEMBIC_INI = PROJECT_ROOT / "alembic.ini"
+VERSIONS_DIR = PROJECT_ROOT / "alembic" / "versions"
+# Serialises migrations, resets and seeding on one database; any constant works, this one spells "bikerent".
+MIGRATION_LOCK_KEY = 0x62696B6572656E74
+
+
+def alembic_config(settings: Settings, *, configure_logging: bool = True) -> Config:
+    """An Alembic `Config` whose env.py uses `settings` instead of reading its own."""
+    config = Config(str(ALEMBIC_INI))
+    config.attributes["settings"] = settings
+    config.attributes["configure_logging"] = configure_logging
+    return config
+
+
+class Revisions:
+    """The migration scripts in this checkout."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    @cached_property
+    def script(self) -> ScriptDirectory:
+        return ScriptDirectory.from_config(self.config)
+
+    @cached_property
+    def known(self) -> frozenset[str]:
+        return frozenset(rev.revision for rev in self.script.walk_revisions())
+
+    @cached_property
+    def heads(self) -> frozenset[str]:
+        return frozenset(self.script.get_heads())
+
+
+def database_revisions(connection: sa.Connection) -> frozenset[str]:
+    """The revisions the connected database is stamped with (empty before the first migration)."""
+    exists = connection.execute(sa.text("SELECT to_regclass(:t)"), {"t": VERSION_TABLE}).scalar()
+    if exists is None:
+        return frozenset()
+    return frozenset(connection.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars())
+
+
+def require_head(connection: sa.Connection, heads: Collection[str]) -> None:
+    """Raise SchemaNotAtHeadError unless the connected database is at the newest migration."""
+    current = database_revisions(connection)
+    if current != set(heads):
+        database = connection.execute(sa.text("SELECT current_database()")).scalar_one()
+        shown = ", ".join(sorted(current)) or "no revision"
+        raise SchemaNotAtHeadError(
+            f"database '{database}' is at {shown}, not at the newest migration ({', '.join(sorted(heads))}); "
+            "run `just migrate` first"
+        )
+
+
+def take_migration_lock(connection: sa.Connection) -> None:
+    """Wait for, then hold until the transaction ends, the lock that serialises schema changes."""
+    connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})

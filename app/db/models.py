@@ -1,0 +1,67 @@
+"""SQLModel tables of the API database; Alembic's autogenerate reads them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+# Stable names for every index and constraint, so migrations can drop them by name.
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class DBRole(SQLModel, table=True):
+    """A named role such as `user` or `admin`."""
+
+    __tablename__ = "roles"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=50, unique=True)
+    description: str = Field(default="", max_length=255)
+
+
+class DBUser(SQLModel, table=True):
+    """A registered user of the API; never holds a plain password."""
+
+    __tablename__ = "users"
+
+    id: int | None = Field(default=None, primary_key=True)
+    username: str = Field(max_length=50)
+    email: str = Field(max_length=320)
+    full_name: str | None = Field(default=None, max_length=100)
+    phone_number: str | None = Field(default=None, max_length=20)
+    hashed_password: str = Field(max_length=255)
+    is_active: bool = Field(default=True, sa_column_kwargs={"server_default": sa.true()})
+    created_at: datetime | None = Field(
+        default=None,
+        sa_type=sa.DateTime(timezone=True),
+        sa_column_kwargs={"server_default": sa.func.now(), "nullable": False},
+    )
+    updated_at: datetime | None = Field(
+        default=None,
+        sa_type=sa.DateTime(timezone=True),
+        sa_column_kwargs={"server_default": sa.func.now(), "onupdate": sa.func.now(), "nullable": False},
+    )
+
+
+class UserRoleLink(SQLModel, table=True):
+    """Which roles a user holds; rows go with their user or role."""
+
+    __tablename__ = "user_roles"
+
+    user_id: int = Field(foreign_key="users.id", primary_key=True, ondelete="CASCADE")
+    role_id: int = Field(foreign_key="roles.id", primary_key=True, ondelete="CASCADE", index=True)
+
+
+# Uniqueness ignoring case is decided by the database, not by a check before the insert.
+sa.Index("uq_users_username_lower", sa.func.lower(DBUser.username), unique=True)
+sa.Index("uq_users_email_lower", sa.func.lower(DBUser.email), unique=True)
+
+API_TABLES = frozenset(SQLModel.metadata.tables)

@@ -1,0 +1,1 @@
+"""Repositories: every SQL statement the service and the commands run against the API's tables."""

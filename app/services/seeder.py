@@ -1,0 +1,39 @@
+"""The idempotent role seeder, run by `just seed` and by the service's startup."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.guard import check_database_is_ours
+from app.db.migrations import Revisions, require_head
+from app.repositories.roles import RoleRepository
+from app.roles import DEFAULT_ROLES
+
+
+@dataclass(frozen=True)
+class SeedReport:
+    created: list[str]
+    existing: list[str]
+
+    def summary(self) -> str:
+        created = ", ".join(self.created) or "none"
+        existing = ", ".join(self.existing) or "none"
+        return f"Roles created: {created}; already there: {existing}."
+
+
+class RoleSeeder:
+    """Creates the default roles that are missing; safe to run any number of times, at once too."""
+
+    def __init__(self, revisions: Revisions) -> None:
+        self.revisions = revisions
+
+    async def run(self, session: AsyncSession) -> SeedReport:
+        """Seed in the session's transaction; refuses a foreign database or a schema that is not at head."""
+        connection = await session.connection()
+        await connection.run_sync(check_database_is_ours, self.revisions.known)
+        await connection.run_sync(require_head, self.revisions.heads)
+        created = await RoleRepository(session).insert_missing({str(k): v for k, v in DEFAULT_ROLES.items()})
+        existing = [str(name) for name in DEFAULT_ROLES if name not in created]
+        return SeedReport(created=created, existing=existing)

@@ -1,0 +1,54 @@
+"""Service and database settings, read once from the environment and `.env`."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Everything the service, the CLI and Alembic need to know about their environment."""
+
+    model_config = SettingsConfigDict(env_file=PROJECT_ROOT / ".env", extra="ignore")
+
+    # MLflow's database on the shared instance: the API never writes to it.
+    postgres_user: str = "mlflow"
+    postgres_password: SecretStr = SecretStr("mlflow")
+    postgres_db: str = "mlflow"
+
+    api_db_name: Annotated[str, Field(min_length=1, max_length=63)] = "bikerental_api"
+    api_db_user: str = "mlflow"
+    api_db_password: SecretStr = SecretStr("mlflow")
+    # Unset: an embedded PostgreSQL whose data lives in `embedded_db_dir`.
+    api_db_host: str | None = None
+    api_db_port: int = 5432
+    embedded_db_dir: Path = PROJECT_ROOT / ".data" / "postgres"
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+
+    @model_validator(mode="after")
+    def _api_db_is_not_mlflow_db(self) -> Settings:
+        if self.api_db_name == self.postgres_db:
+            raise ValueError(
+                f"API_DB_NAME and POSTGRES_DB are both '{self.api_db_name}': the API database must be "
+                "separate from MLflow's; set API_DB_NAME to another name"
+            )
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        """True when no server is configured and the project runs its own PostgreSQL."""
+        return not self.api_db_host
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The settings of this process, read once."""
+    return Settings()

@@ -1,0 +1,59 @@
+"""Fixtures: one migrated template database per session, a fresh clone of it per test."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+from alembic import command
+
+from app.db.migrations import alembic_config
+from tests.databases import Databases
+
+
+@pytest.fixture(scope="session")
+def pg() -> Databases:
+    return Databases()
+
+
+@pytest.fixture(scope="session")
+def migrated_template(pg: Databases) -> Iterator[str]:
+    """A database built by the real migrations; tests get copies, never this one."""
+    name = pg.create(pg.new_name("template"))
+    command.upgrade(alembic_config(pg.settings(name), configure_logging=False), "head")
+    yield name
+    pg.drop(name)
+
+
+@pytest.fixture
+def api_db(pg: Databases, migrated_template: str) -> Iterator[str]:
+    """A database at head with no rows, of this test's own."""
+    name = pg.create(pg.new_name("api"), template=migrated_template)
+    yield name
+    pg.drop(name)
+
+
+@pytest.fixture
+def empty_db(pg: Databases) -> Iterator[str]:
+    name = pg.create(pg.new_name("empty"))
+    yield name
+    pg.drop(name)
+
+
+@pytest.fixture(scope="session")
+def mlflow_template(pg: Databases) -> Iterator[str]:
+    """A real MLflow tracking schema, built by MLflow's own migrations."""
+    name = pg.create(pg.new_name("mlflow_template"))
+    mlflow = [sys.executable, "-m", "mlflow", "db", "upgrade", pg.psycopg_url(name)]
+    subprocess.run(mlflow, check=True, capture_output=True, timeout=300)
+    yield name
+    pg.drop(name)
+
+
+@pytest.fixture
+def mlflow_db(pg: Databases, mlflow_template: str) -> Iterator[str]:
+    name = pg.create(pg.new_name("mlflow"), template=mlflow_template)
+    yield name
+    pg.drop(name)

@@ -1,0 +1,106 @@
+"""Test databases on a real PostgreSQL: the embedded one by default, TEST_DATABASE_URL's server when set."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+
+import asyncpg
+import sqlalchemy as sa
+
+from app.db.provision import connect, quote_ident
+from app.db.server import ServerAddress, start_embedded
+from app.settings import PROJECT_ROOT, Settings
+
+PREFIX = "bikerental_test"
+
+
+def server_for_tests() -> tuple[ServerAddress, dict[str, str]]:
+    """The server the tests use, and the settings that point at it."""
+    url = os.environ.get("TEST_DATABASE_URL")
+    if not url:
+        address = start_embedded(PROJECT_ROOT / ".data" / "postgres")
+        return address, {"api_db_host": "", "embedded_db_dir": str(PROJECT_ROOT / ".data" / "postgres")}
+    parsed = sa.make_url(url)
+    address = ServerAddress(
+        host=parsed.host or "localhost",
+        port=parsed.port or 5432,
+        user=parsed.username or "postgres",
+        password=parsed.password,
+    )
+    return address, {
+        "api_db_host": address.host,
+        "api_db_port": str(address.port),
+        "api_db_user": address.user,
+        "api_db_password": address.password or "",
+    }
+
+
+class Databases:
+    """Creates, clones and drops the databases of one test session."""
+
+    def __init__(self) -> None:
+        self.address, self.fields = server_for_tests()
+
+    def settings(self, database: str, **overrides: object) -> Settings:
+        values: dict[str, object] = {**self.fields, "api_db_name": database, **overrides}
+        # model_validate skips the environment and `.env`: a test sees only what it sets.
+        return Settings.model_validate(values)
+
+    def env(self, database: str) -> dict[str, str]:
+        """The environment a `python -m app` or `alembic` subprocess needs to use `database`."""
+        fields = {"api_db_host": "", "api_db_name": database, "postgres_db": "mlflow", **self.fields}
+        return {**os.environ, **{k.upper(): v for k, v in fields.items()}, "PYTHONPATH": str(PROJECT_ROOT)}
+
+    def new_name(self, kind: str) -> str:
+        return f"{PREFIX}_{kind}_{uuid.uuid4().hex[:10]}"
+
+    async def _admin(self, *statements: str) -> None:
+        conn = await connect(self.address, "postgres")
+        try:
+            for statement in statements:
+                await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    def create(self, name: str, template: str | None = None) -> str:
+        clause = f" TEMPLATE {quote_ident(template)} STRATEGY FILE_COPY" if template else ""
+        asyncio.run(self._admin(f"CREATE DATABASE {quote_ident(name)}{clause}"))
+        return name
+
+    def drop(self, name: str) -> None:
+        asyncio.run(self._admin(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)"))
+
+    async def fetch(self, database: str, query: str, *args: object) -> list[asyncpg.Record]:
+        conn = await connect(self.address, database)
+        try:
+            return list(await conn.fetch(query, *args))
+        finally:
+            await conn.close()
+
+    def query(self, database: str, query: str, *args: object) -> list[asyncpg.Record]:
+        return asyncio.run(self.fetch(database, query, *args))
+
+    def psycopg_url(self, database: str) -> str:
+        return self.address.url(database, driver="psycopg").render_as_string(hide_password=False)
+
+
+def run_app(
+    args: list[str], env: Mapping[str, str], *, cwd: Path = PROJECT_ROOT, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `python -m app ARGS` as a user would, and capture what it says."""
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args],
+        env=dict(env),
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )

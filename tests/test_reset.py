@@ -1,0 +1,37 @@
+"""`reset` drops the API's tables and version table, and nothing else anywhere."""
+
+from __future__ import annotations
+
+from tests.databases import Databases, run_app
+
+
+def public_tables(pg: Databases, db: str) -> set[str]:
+    rows = pg.query(db, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")
+    return {row[0] for row in rows}
+
+
+def test_reset_drops_only_the_api_tables(pg: Databases, api_db: str, empty_db: str) -> None:
+    pg.query(api_db, "CREATE TABLE analytics_notes (id int PRIMARY KEY)")
+    pg.query(empty_db, "CREATE TABLE users (id int PRIMARY KEY)")  # same name, other database
+    result = run_app(["reset", "--yes"], pg.env(api_db))
+    assert result.returncode == 0, result.stderr
+    assert "alembic_version, roles, user_roles, users" in result.stdout
+    assert public_tables(pg, api_db) == {"analytics_notes"}
+    assert public_tables(pg, empty_db) == {"users"}
+    assert run_app(["init"], pg.env(api_db)).returncode == 0
+
+
+def test_reset_without_confirmation_drops_nothing(pg: Databases, api_db: str) -> None:
+    result = run_app(["reset"], pg.env(api_db), stdin="")
+    assert result.returncode == 1
+    assert "just reset --yes" in result.stderr
+    assert public_tables(pg, api_db) == {"alembic_version", "roles", "users", "user_roles"}
+
+
+def test_reset_refuses_to_break_a_foreign_reference(pg: Databases, api_db: str) -> None:
+    pg.query(api_db, "CREATE TABLE rentals (id int PRIMARY KEY, user_id int REFERENCES users (id))")
+    result = run_app(["reset", "--yes"], pg.env(api_db))
+    assert result.returncode == 1
+    assert "rentals" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "users" in public_tables(pg, api_db)

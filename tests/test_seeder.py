@@ -1,0 +1,45 @@
+"""The role seeder: idempotent, race-free, and only on a migrated database."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+from tests.databases import Databases, run_app
+
+
+def roles(pg: Databases, db: str) -> list[tuple[str, str]]:
+    return [(r["name"], r["description"]) for r in pg.query(db, "SELECT name, description FROM roles ORDER BY id")]
+
+
+def test_seed_creates_the_default_roles_then_finds_them(pg: Databases, api_db: str) -> None:
+    first = run_app(["seed"], pg.env(api_db))
+    assert first.returncode == 0, first.stderr
+    assert "created: user, admin, moderator" in first.stdout
+    second = run_app(["seed"], pg.env(api_db))
+    assert second.returncode == 0
+    assert "created: none; already there: user, admin, moderator" in second.stdout
+    assert roles(pg, api_db) == [("user", "Regular user"), ("admin", "Administrator"), ("moderator", "Moderator")]
+
+
+def test_five_seeders_at_once_leave_three_roles(pg: Databases, api_db: str) -> None:
+    env = pg.env(api_db)
+    with ThreadPoolExecutor(5) as pool:
+        results = list(pool.map(lambda _: run_app(["seed"], env), range(5)))
+    assert [r.returncode for r in results] == [0] * 5, [r.stderr for r in results]
+    assert sorted(name for name, _ in roles(pg, api_db)) == ["admin", "moderator", "user"]
+
+
+def test_seed_on_an_unmigrated_database_asks_for_migrate(pg: Databases, empty_db: str) -> None:
+    result = run_app(["seed"], pg.env(empty_db))
+    assert result.returncode == 1
+    assert "run `just migrate`" in result.stderr
+    assert "Traceback" not in result.stderr
+    tables = pg.query(empty_db, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")
+    assert tables == []
+
+
+def test_init_migrates_and_seeds(pg: Databases, empty_db: str) -> None:
+    result = run_app(["init"], pg.env(empty_db))
+    assert result.returncode == 0, result.stderr
+    assert "0002 (head)" in result.stdout
+    assert len(roles(pg, empty_db)) == 3
