@@ -41,7 +41,7 @@ history:
 seed:
     {{ app }} seed
 
-# Drop the API's tables and version table, nothing else (asks first; --yes skips)
+# Drop the API's tables and Alembic's, nothing else (asks first, --yes skips; backs up first)
 reset *flags:
     {{ app }} reset "$@"
 
@@ -49,9 +49,22 @@ reset *flags:
 sql *revision:
     {{ app }} sql "$@"
 
-# Fail when the models and the migrations disagree; lint, format and type checks
+# Lint each revision's SQL with squawk: locks that stall the service, changes that lose data
+lint-migrations:
+    {{ app }} lint-migrations
+
+# pg_dump the API database into backups/ (migrate, downgrade, reset and restore also take one first)
+backup:
+    {{ app }} backup
+
+# Restore the API database from a backup: the newest, or FILE (asks first; --yes skips)
+restore *args:
+    {{ app }} restore "$@"
+
+# Fail when the models and the migrations disagree or an applied revision changed; lint, format and type checks
 check:
     {{ app }} check
+    {{ app }} lint-migrations
     uv run ruff check .
     uv run ruff format --check .
     uv run mypy
@@ -68,6 +81,10 @@ db-stop:
 test *args:
     uv run pytest "$@"
 
+# Benchmark: hashing vs registration rate, health latency under load, peak memory of a burst
+bench:
+    uv run python -m tests.benchmark
+
 # The guide's Makefile names
 alias db-init := init
 alias db-upgrade := migrate
@@ -77,3 +94,19 @@ alias db-downgrade := downgrade
 alias db-current := current
 alias db-history := history
 alias db-reset := reset
+
+# Run an MLflow tracking server on the API's PostgreSQL (the embedded one by default), in MLflow's database
+mlflow *args:
+    uv run --extra mlflow python -m app mlflow "$@"
+
+# Start PostgreSQL (localhost:5433), MLflow (:5000) and the API (:8000) in Docker; returns once all are healthy
+up *args:
+    docker compose up --detach --wait "$@"
+
+# Stop the Docker services; `just down -v` also deletes their volumes: both databases and MLflow's artifacts
+down *args:
+    docker compose down "$@"
+
+# Follow the Docker services' logs (all, or the ones named: `just logs api`)
+logs *args:
+    docker compose logs --follow "$@"

@@ -11,10 +11,12 @@ from alembic import context
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import SQLModel
 
+from app.db.checksums import record_checksums, verify_checksums
 from app.db.guard import check_database_is_ours
 from app.db.migrations import Revisions, take_migration_lock
 from app.db.models import API_TABLES
 from app.db.provision import prepare_api_database
+from app.db.timeouts import set_migration_timeouts, timeout_statements, timeouts_explained
 from app.settings import Settings, get_settings
 
 config = context.config
@@ -25,6 +27,8 @@ if config.config_file_name is not None and config.attributes.get("configure_logg
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 target_metadata = SQLModel.metadata
+revisions = Revisions(config)
+revisions.require_one_head()  # two unmerged heads stop every command here, with the merge command to run
 
 
 def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
@@ -45,6 +49,9 @@ def run_migrations_offline() -> None:
         include_name=include_name,
     )
     with context.begin_transaction():
+        # The same time-outs as online, so the SQL a DBA applies (and the migration lint reads) is the SQL we run.
+        for statement in timeout_statements(settings):
+            context.execute(statement)
         context.run_migrations()
 
 
@@ -59,8 +66,13 @@ def do_run_migrations(connection: sa.Connection) -> None:
     # Alembic never commits, and the migration would silently roll back.
     with context.begin_transaction():
         take_migration_lock(connection)
-        check_database_is_ours(connection, Revisions(config).known)
-        context.run_migrations()
+        set_migration_timeouts(connection, settings)  # after the lock: waiting for another migration is fine
+        check_database_is_ours(connection, revisions.known)
+        verify_checksums(connection, revisions.script)
+        with timeouts_explained(settings):
+            context.run_migrations()
+        # In the migration's transaction: a revision's checksum is recorded exactly when it is applied.
+        record_checksums(connection, revisions.script)
 
 
 async def run_async_migrations() -> None:

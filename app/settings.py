@@ -30,8 +30,28 @@ class Settings(BaseSettings):
     api_db_port: int = 5432
     embedded_db_dir: Path = PROJECT_ROOT / ".data" / "postgres"
 
+    # Migrations fail fast instead of queueing every request behind a lock they wait for (seconds; 0: no limit).
+    migration_lock_timeout: Annotated[float, Field(ge=0)] = 5.0
+    migration_statement_timeout: Annotated[float, Field(ge=0)] = 60.0
+    # pg_dump archives of the API database; migrate, downgrade, reset and restore take one first when it holds rows.
+    backup_dir: Path = PROJECT_ROOT / "backups"
+    backup_keep: Annotated[int, Field(ge=1)] = 10
+    auto_backup: bool = True
+
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    # Deployments that migrate in a separate step set this to false: startup then only checks the revision.
+    migrate_on_startup: bool = True
+    db_pool_size: Annotated[int, Field(ge=1)] = 10
+    db_pool_timeout: Annotated[float, Field(gt=0)] = 5.0
+
+    # Argon2id cost: argon2-cffi's defaults, RFC 9106's low-memory profile (64 MiB per hash).
+    argon2_time_cost: Annotated[int, Field(ge=1)] = 3
+    argon2_memory_kib: Annotated[int, Field(ge=8)] = 65536
+    argon2_parallelism: Annotated[int, Field(ge=1)] = 4
+    # Hashes run at once (0: one per core) and how much hashing may queue before new sign-ups get 503.
+    hash_workers: Annotated[int, Field(ge=0)] = 0
+    hash_queue_seconds: Annotated[float, Field(gt=0)] = 30.0
 
     @model_validator(mode="after")
     def _api_db_is_not_mlflow_db(self) -> Settings:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from alembic import command
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
 
 from app.db.migrations import alembic_config
+from app.http.app import create_app
 from tests.databases import Databases
 
 
@@ -57,3 +60,14 @@ def mlflow_db(pg: Databases, mlflow_template: str) -> Iterator[str]:
     name = pg.create(pg.new_name("mlflow"), template=mlflow_template)
     yield name
     pg.drop(name)
+
+
+# Argon2 at a test cost: the contract is the same, the suite stays fast.
+FAST_HASHING = {"argon2_memory_kib": 1024, "argon2_time_cost": 1, "argon2_parallelism": 1}
+
+
+@pytest.fixture
+async def client(pg: Databases, api_db: str) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    """The service on a database of this test's own, started through its real lifespan."""
+    async with AsyncTestClient(create_app(pg.settings(api_db, **FAST_HASHING))) as client:
+        yield client

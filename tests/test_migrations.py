@@ -35,19 +35,53 @@ def version(pg: Databases, db: str) -> list[str]:
     return [row["version_num"] for row in pg.query(db, "SELECT version_num FROM alembic_version")]
 
 
-def test_each_revision_goes_up_down_and_up_again(pg: Databases, empty_db: str) -> None:
+# Rows written at each revision, so every later revision goes down and up again over real data. A new revision
+# brings its own (the test fails until it does): a downgrade that re-adds a NOT NULL column, or an upgrade that
+# adds a unique index over duplicates, breaks only when rows are there.
+SAMPLE_ROWS = {
+    "0001": [
+        "INSERT INTO roles (name, description) VALUES ('rider', 'Rents bikes')",
+        "INSERT INTO users (username, email, hashed_password) VALUES ('ann', 'ann@example.com', 'x')",
+        "INSERT INTO user_roles SELECT users.id, roles.id FROM users, roles WHERE username = 'ann' AND name = 'rider'",
+    ],
+    "0002": [
+        "INSERT INTO users (username, email, hashed_password, phone_number) "
+        "VALUES ('bob', 'bob@example.com', 'x', '+41 79 123 45 67')",
+    ],
+}
+SCHEMA = """
+SELECT table_name, column_name, data_type, character_maximum_length, is_nullable, column_default
+FROM information_schema.columns WHERE table_schema = 'public' ORDER BY table_name, column_name
+"""
+
+
+def schema(pg: Databases, db: str) -> list[tuple[object, ...]]:
+    indexes = pg.query(db, "SELECT indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY indexdef")
+    return [tuple(row) for row in pg.query(db, SCHEMA)] + [tuple(row) for row in indexes]
+
+
+def row_counts(pg: Databases, db: str, names: set[str]) -> dict[str, int]:
+    return {name: pg.query(db, f"SELECT count(*) FROM {name}")[0][0] for name in sorted(names)}
+
+
+def test_each_revision_goes_up_down_and_up_again_with_rows(pg: Databases, empty_db: str) -> None:
     config = alembic_config(pg.settings(empty_db), configure_logging=False)
     revisions = list(reversed(list(Revisions(config).script.walk_revisions())))
-    assert [r.revision for r in revisions] == ["0001", "0002"]
+    assert [r.revision for r in revisions] == list(SAMPLE_ROWS), "give each new revision its SAMPLE_ROWS"
     for revision in revisions:
+        kept = tables(pg, empty_db) & API_TABLES  # tables this revision finds, with the rows of earlier ones
         command.upgrade(config, revision.revision)
-        after_up = (tables(pg, empty_db), columns(pg, empty_db, "users"))
+        for statement in SAMPLE_ROWS[revision.revision]:
+            pg.query(empty_db, statement)
+        after_up, rows = schema(pg, empty_db), row_counts(pg, empty_db, kept)
         command.downgrade(config, "-1")
         assert version(pg, empty_db) == ([revision.down_revision] if revision.down_revision else [])
         command.upgrade(config, revision.revision)
-        assert (tables(pg, empty_db), columns(pg, empty_db, "users")) == after_up
+        assert schema(pg, empty_db) == after_up
         assert version(pg, empty_db) == [revision.revision]
+        assert row_counts(pg, empty_db, kept) == rows
     assert "phone_number" in columns(pg, empty_db, "users")
+    command.check(config)  # the schema the revisions built, rows and all, is the models'
     command.downgrade(config, "base")
     assert tables(pg, empty_db) & API_TABLES == set()
 

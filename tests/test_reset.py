@@ -25,7 +25,7 @@ def test_reset_without_confirmation_drops_nothing(pg: Databases, api_db: str) ->
     result = run_app(["reset"], pg.env(api_db), stdin="")
     assert result.returncode == 1
     assert "just reset --yes" in result.stderr
-    assert public_tables(pg, api_db) == {"alembic_version", "roles", "users", "user_roles"}
+    assert public_tables(pg, api_db) == {"alembic_checksums", "alembic_version", "roles", "users", "user_roles"}
 
 
 def test_reset_refuses_to_break_a_foreign_reference(pg: Databases, api_db: str) -> None:

@@ -16,7 +16,8 @@ from app.settings import Settings
 
 def create_api_engine(address: ServerAddress, settings: Settings, **kwargs: Any) -> AsyncEngine:
     """An asyncpg engine on the API database."""
-    return create_async_engine(address.url(settings.api_db_name), **kwargs)
+    # hide_parameters: a failed INSERT must not put a password hash into an error message or a log line.
+    return create_async_engine(address.url(settings.api_db_name), hide_parameters=True, **kwargs)
 
 
 @asynccontextmanager

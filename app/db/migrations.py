@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import logging
+import sys
 from collections.abc import Collection
 from functools import cached_property
+from pathlib import Path
 
 import sqlalchemy as sa
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
 from app.db.guard import VERSION_TABLE
-from app.errors import SchemaNotAtHeadError
+from app.errors import SchemaNotAtHeadError, SetupError
 from app.settings import PROJECT_ROOT, Settings
 
 ALEMBIC_INI = PROJECT_ROOT / "alembic.ini"
 VERSIONS_DIR = PROJECT_ROOT / "alembic" / "versions"
 # Serialises migrations, resets and seeding on one database; any constant works, this one spells "bikerent".
 MIGRATION_LOCK_KEY = 0x62696B6572656E74
+
+
+class MultipleHeadsError(SetupError):
+    """Two branches of the migrations each added a revision, and nothing merged them yet."""
 
 
 def alembic_config(settings: Settings, *, configure_logging: bool = True) -> Config:
@@ -43,7 +50,20 @@ class Revisions:
 
     @cached_property
     def heads(self) -> frozenset[str]:
+        """The newest revision, as a set (empty with no revisions); see `require_one_head`."""
+        self.require_one_head()
         return frozenset(self.script.get_heads())
+
+    def require_one_head(self) -> None:
+        """Raise MultipleHeadsError when two branches each added a revision and nothing merged them yet."""
+        heads = sorted(self.script.get_heads())
+        if len(heads) < 2:
+            return
+        files = ", ".join(f"{rev.revision} ({Path(rev.path).name})" for rev in self.script.get_revisions(heads))
+        raise MultipleHeadsError(
+            f"the migrations have {len(heads)} heads, {files}: two branches each added a revision. Merge them "
+            f'with `uv run alembic merge -m "Merge {" and ".join(heads)}" {" ".join(heads)}`, then run `just migrate`'
+        )
 
 
 def database_revisions(connection: sa.Connection) -> frozenset[str]:
@@ -69,3 +89,19 @@ def require_head(connection: sa.Connection, heads: Collection[str]) -> None:
 def take_migration_lock(connection: sa.Connection) -> None:
     """Wait for, then hold until the transaction ends, the lock that serialises schema changes."""
     connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+
+
+def show_migration_steps() -> None:
+    """Print Alembic's "Running upgrade a -> b" lines, the progress a person wants, and none of its other chatter."""
+    logger = logging.getLogger("alembic.runtime.migration")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    for old in [handler for handler in logger.handlers if handler.get_name() == "migration-steps"]:
+        logger.removeHandler(old)  # it may hold a stderr that is gone (pytest swaps sys.stderr for each test)
+    if logger.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.set_name("migration-steps")
+    handler.setFormatter(logging.Formatter("  %(message)s"))
+    handler.addFilter(lambda record: record.getMessage().startswith("Running "))
+    logger.addHandler(handler)

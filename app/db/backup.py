@@ -1,0 +1,166 @@
+"""pg_dump archives of the API database: `just backup`, and the one migrate, downgrade, reset and restore take first."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import warnings
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlmodel import SQLModel
+
+from app.db.engine import api_connection
+from app.db.guard import check_database_is_ours
+from app.db.migrations import database_revisions
+from app.db.provision import quote_ident
+from app.db.server import embedded_bin_dir, server_address
+from app.db.timeouts import set_migration_timeouts, timeouts_explained
+from app.errors import SetupError
+from app.settings import Settings
+
+SUFFIX = ".dump"
+_NAME = re.compile(r"^(?P<db>.+)-(?P<stamp>\d{8}T\d{6}\.\d{3}Z)-(?P<revision>[\w+]+)\.dump$")
+_STAMP = "%Y%m%dT%H%M%S.%fZ"
+_EXISTING = sa.text(
+    "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = ANY(:n)"
+)
+
+
+class BackupError(SetupError):
+    """A dump or a restore failed, or the archive is not one of the API database's."""
+
+
+@dataclass(frozen=True)
+class Backup:
+    """An archive in the backup folder, as its name describes it."""
+
+    path: Path
+    taken_at: datetime
+    revision: str
+
+
+def pg_tool(name: str) -> str:
+    """pg_dump, pg_restore or psql from the embedded server's wheel: newer than any server they talk to."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs' XDG_RUNTIME_DIR warning, on importing the wheel
+        return str(embedded_bin_dir() / name)
+
+
+def pg_env(settings: Settings) -> dict[str, str]:
+    """The environment of a libpq tool on the API database; the password stays out of argv and messages."""
+    return {**os.environ, **server_address(settings).libpq_env(settings.api_db_name)}
+
+
+def first_error(stderr: bytes, returncode: int) -> str:
+    """The line of a tool's stderr that says what went wrong."""
+    lines = [line.strip() for line in stderr.decode(errors="replace").splitlines() if line.strip()]
+    errors = [line for line in lines if "ERROR" in line or "error:" in line]
+    return (errors or lines or [f"exit status {returncode}"])[0]
+
+
+def _file_part(database: str) -> str:
+    return re.sub(r"[^\w.-]", "_", database)
+
+
+def list_backups(settings: Settings) -> list[Backup]:
+    """The API database's archives in the backup folder, oldest first."""
+    found = []
+    for path in settings.backup_dir.glob(f"*{SUFFIX}"):
+        match = _NAME.match(path.name)
+        if match and match["db"] == _file_part(settings.api_db_name):
+            taken_at = datetime.strptime(match["stamp"], _STAMP).replace(tzinfo=UTC)
+            found.append(Backup(path, taken_at, match["revision"]))
+    return sorted(found, key=lambda backup: backup.taken_at)
+
+
+def prune_backups(settings: Settings, *, spare: Path | None = None) -> list[Path]:
+    """Delete all but the newest `backup_keep` archives of the API database (never `spare`); return them."""
+    old = [b.path for b in list_backups(settings)[: -settings.backup_keep] if b.path != spare]
+    for path in old:
+        path.unlink(missing_ok=True)
+    return old
+
+
+def take_backup(settings: Settings, revisions: Collection[str]) -> Path:
+    """Dump the API database (custom format) into the backup folder, named by database, UTC time and revision."""
+    try:
+        settings.backup_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BackupError(f"cannot keep backups in {settings.backup_dir}: {exc.strerror}; set BACKUP_DIR") from exc
+    stamp = datetime.now(UTC).strftime(_STAMP)[:-4] + "Z"  # to the millisecond
+    revision = "+".join(sorted(revisions)) or "base"
+    path = settings.backup_dir / f"{_file_part(settings.api_db_name)}-{stamp}-{revision}{SUFFIX}"
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")  # never listed, never restored
+    command = [pg_tool("pg_dump"), "--no-password", "--format=custom", f"--file={partial}"]
+    if settings.migration_lock_timeout:
+        # A table locked by a long transaction fails the dump instead of hanging it.
+        command.append(f"--lock-wait-timeout={round(settings.migration_lock_timeout * 1000)}")
+    result = subprocess.run(command, env=pg_env(settings), capture_output=True, check=False)
+    if result.returncode != 0:
+        partial.unlink(missing_ok=True)
+        raise BackupError(
+            f"pg_dump of database '{settings.api_db_name}' failed: {first_error(result.stderr, result.returncode)}"
+        )
+    partial.rename(path)
+    return path
+
+
+def api_tables_hold_rows(connection: sa.Connection) -> bool:
+    """True when one of the API's tables has a row: one probe per table, however big it is."""
+    existing = connection.execute(_EXISTING, {"n": list(SQLModel.metadata.tables)}).scalars().all()
+    if not existing:
+        return False
+    probes = " UNION ALL ".join(f"(SELECT 1 FROM {quote_ident(name)} LIMIT 1)" for name in existing)
+    return bool(connection.execute(sa.text(f"SELECT EXISTS ({probes})")).scalar_one())
+
+
+async def _inspect(settings: Settings, known_revisions: Collection[str]) -> tuple[frozenset[str], bool]:
+    async with api_connection(settings) as connection:
+        await connection.run_sync(set_migration_timeouts, settings)  # a locked table fails the probe, not hangs it
+        await connection.run_sync(check_database_is_ours, known_revisions)
+        with timeouts_explained(settings):
+            holds_rows = await connection.run_sync(api_tables_hold_rows)
+        return await connection.run_sync(database_revisions), holds_rows
+
+
+def backup_now(settings: Settings, known_revisions: Collection[str]) -> Path:
+    """`just backup`: dump the API database (refusing MLflow's), then keep only the newest archives."""
+    revisions, _ = asyncio.run(_inspect(settings, known_revisions))
+    path = take_backup(settings, revisions)
+    prune_backups(settings)
+    return path
+
+
+def backup_before_change(
+    settings: Settings,
+    known_revisions: Collection[str],
+    action: str,
+    *,
+    unless_at: Collection[str] | None = None,
+    spare: Path | None = None,
+) -> Path | None:
+    """Dump the API database before `action` changes it, when its tables hold rows and backups are on.
+
+    Nothing is dumped when the database is already at `unless_at` (nothing to migrate). A failed dump stops the
+    action before it touches anything. `spare` is an archive the pruning must keep (the one being restored).
+    """
+    if not settings.auto_backup:
+        return None
+    revisions, holds_rows = asyncio.run(_inspect(settings, known_revisions))
+    if not holds_rows or (unless_at is not None and revisions == set(unless_at)):
+        return None
+    try:
+        path = take_backup(settings, revisions)
+    except BackupError as exc:
+        raise BackupError(
+            f"{exc}; {action} stopped before changing anything. Fix that, or set AUTO_BACKUP=false to go on "
+            "without a backup"
+        ) from exc
+    prune_backups(settings, spare=spare)
+    return path

@@ -1,0 +1,70 @@
+"""The Litestar application: `create_app(settings)` and the lifespan that owns the engine and the hashers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.di import Provide
+from litestar.logging import LoggingConfig
+from litestar.openapi import OpenAPIConfig
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.db.engine import create_api_engine
+from app.db.provision import prepare_api_database
+from app.http.dependencies import provide_hashing, provide_session
+from app.http.errors import EXCEPTION_HANDLERS
+from app.http.routes.health import health
+from app.http.routes.users import register
+from app.services.bootstrap import bootstrap_database
+from app.services.passwords import PasswordHashing
+from app.settings import Settings, get_settings
+
+logger = logging.getLogger("app")
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    """The service; reads the settings once when none are given."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        address = await prepare_api_database(settings)
+        engine = create_api_engine(
+            address,
+            settings,
+            pool_size=settings.db_pool_size,
+            max_overflow=0,  # the pool size is the cap: a flood waits for pool_timeout, then gets 503
+            pool_timeout=settings.db_pool_timeout,
+        )
+        hashing = None
+        try:
+            report = await bootstrap_database(engine, settings)
+            logger.info("API database '%s' at head. %s", settings.api_db_name, report.summary())
+            # Measuring one hash takes a moment of CPU: keep it off the event loop.
+            hashing = await asyncio.to_thread(PasswordHashing, settings)
+            app.state.engine = engine
+            app.state.sessionmaker = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+            app.state.hashing = hashing
+            yield
+        finally:
+            if hashing is not None:
+                hashing.close()
+            await engine.dispose()
+
+    return Litestar(
+        route_handlers=[register, health],
+        lifespan=[lifespan],
+        dependencies={"session": Provide(provide_session), "hashing": Provide(provide_hashing, sync_to_thread=False)},
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        # The runner owns the root logger (`just serve` sets it up); unexpected errors are logged by our 500 handler.
+        logging_config=LoggingConfig(configure_root_logger=False, log_exceptions="never"),
+        openapi_config=OpenAPIConfig(
+            title="bikerental-api",
+            version="0.1.0",
+            description="User registration for the bike-rental service.",
+        ),
+    )

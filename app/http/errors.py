@@ -1,0 +1,88 @@
+"""Map domain and database failures to JSON errors of one shape: `{status_code, detail, extra?}`."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+import sqlalchemy.exc
+from litestar import MediaType, Request, Response
+from litestar.exceptions import ValidationException
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from app.services.passwords import HashingOverloadedError
+from app.services.registration import AlreadyRegisteredError
+
+logger = logging.getLogger("app.http")
+
+DATABASE_RETRY_AFTER = 5
+
+
+def error_response(status_code: int, detail: str, headers: dict[str, str] | None = None, **extra: Any) -> Response[Any]:
+    content: dict[str, Any] = {"status_code": status_code, "detail": detail}
+    if extra:
+        content["extra"] = extra
+    return Response(content, status_code=status_code, headers=headers, media_type=MediaType.JSON)
+
+
+def database_is_unavailable(exc: BaseException) -> bool:
+    """True for a lost or unreachable database or an exhausted pool; other database errors are bugs to see."""
+    if isinstance(exc, OSError | sqlalchemy.exc.TimeoutError):
+        return True
+    if isinstance(exc, sqlalchemy.exc.DBAPIError):
+        return exc.connection_invalidated or isinstance(
+            exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError
+        )
+    return False
+
+
+_FIELD_IN_MESSAGE = re.compile(r"field `([^`]+)`")
+
+
+def on_validation_error(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
+    """Litestar's 400, with `key` naming the field also for missing and unknown fields (msgspec says `data`)."""
+    errors = exc.extra if isinstance(exc.extra, list) else []
+    for error in errors:
+        named = _FIELD_IN_MESSAGE.search(str(error.get("message", "")))
+        if error.get("key") == "data" and named:
+            error["key"] = named.group(1)
+    content: dict[str, Any] = {"status_code": 400, "detail": exc.detail}
+    if errors:
+        content["extra"] = errors
+    return Response(content, status_code=400, media_type=MediaType.JSON)
+
+
+def on_already_registered(request: Request[Any, Any, Any], exc: AlreadyRegisteredError) -> Response[Any]:
+    return error_response(409, f"This {exc.field} is already registered", field=exc.field)
+
+
+def on_hashing_overloaded(request: Request[Any, Any, Any], exc: HashingOverloadedError) -> Response[Any]:
+    return error_response(
+        503, "Too many sign-ups at once; retry shortly", headers={"Retry-After": str(exc.retry_after)}
+    )
+
+
+def on_database_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    if database_is_unavailable(exc):
+        logger.warning("database unavailable on %s %s: %s", request.method, request.url.path, type(exc).__name__)
+        return error_response(
+            503, "The database is unavailable; retry shortly", headers={"Retry-After": str(DATABASE_RETRY_AFTER)}
+        )
+    logger.exception("database error on %s %s", request.method, request.url.path)
+    return error_response(500, "Internal server error")
+
+
+def on_unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    logger.exception("unexpected error on %s %s", request.method, request.url.path)
+    return error_response(500, "Internal server error")
+
+
+EXCEPTION_HANDLERS = {
+    HTTP_500_INTERNAL_SERVER_ERROR: on_unexpected_error,
+    ValidationException: on_validation_error,
+    AlreadyRegisteredError: on_already_registered,
+    HashingOverloadedError: on_hashing_overloaded,
+    sqlalchemy.exc.SQLAlchemyError: on_database_error,
+    OSError: on_database_error,
+}

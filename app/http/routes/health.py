@@ -1,0 +1,31 @@
+"""GET /health: the service and its database answer."""
+
+from __future__ import annotations
+
+from litestar import Response, get
+from litestar.datastructures import State
+from litestar.openapi.datastructures import ResponseSpec
+
+from app.http.errors import DATABASE_RETRY_AFTER, database_is_unavailable
+from app.http.schemas import Health
+from app.repositories.health import database_answers
+
+
+@get(
+    "/health",
+    summary="Health check",
+    responses={503: ResponseSpec(Health, description="The database does not answer", generate_examples=False)},
+)
+async def health(state: State) -> Response[Health]:
+    """200 when the service and its database answer, 503 when the database does not."""
+    try:
+        await database_answers(state.engine)
+    except Exception as exc:
+        if not database_is_unavailable(exc):
+            raise
+        return Response(
+            Health(status="unavailable", database="unreachable"),
+            status_code=503,
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER)},
+        )
+    return Response(Health(status="ok", database="ok"))

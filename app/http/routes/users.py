@@ -1,0 +1,74 @@
+"""POST /api/v1/register."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from litestar import Response, post
+from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Example
+from litestar.params import Body
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.http.schemas import UserCreate, UserRead
+from app.services.passwords import PasswordHashing
+from app.services.registration import register_user
+
+ERROR_EXAMPLE = {"status_code": 409, "detail": "This username is already registered", "extra": {"field": "username"}}
+
+
+@post(
+    "/api/v1/register",
+    summary="Register a user",
+    status_code=201,
+    responses={
+        409: ResponseSpec(
+            dict[str, Any],
+            description="The username or email is taken (ignoring case)",
+            generate_examples=False,
+            examples=[Example(value=ERROR_EXAMPLE)],
+        ),
+        503: ResponseSpec(
+            dict[str, Any],
+            description="Sign-ups are saturated or the database is unavailable; see Retry-After",
+            generate_examples=False,
+            examples=[Example(value={"status_code": 503, "detail": "Too many sign-ups at once; retry shortly"})],
+        ),
+    },
+    response_description="The new user, with the `user` role",
+)
+async def register(
+    data: Annotated[
+        UserCreate,
+        Body(
+            examples=[
+                Example(
+                    summary="The guide's example",
+                    value={
+                        "username": "test",
+                        "email": "test@example.com",
+                        "password": "secret123",
+                        "full_name": "Test User",
+                    },
+                )
+            ],
+            schema_extra={"additionalProperties": False},
+        ),
+    ],
+    session: NamedDependency[AsyncSession],
+    hashing: NamedDependency[PasswordHashing],
+) -> Response[UserRead]:
+    """Create an account with the `user` role. The password is stored only as an Argon2id hash."""
+    user = await register_user(
+        session, hashing, username=data.username, email=data.email, password=data.password, full_name=data.full_name
+    )
+    body = UserRead(
+        id=user.id,
+        username=user.username,
+        email=user.email,
+        full_name=user.full_name,
+        roles=user.roles,
+        created_at=user.created_at,
+    )
+    return Response(body, status_code=201, headers={"Location": f"/api/v1/users/{user.id}"})

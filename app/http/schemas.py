@@ -1,0 +1,59 @@
+"""Request and response bodies of the API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+import msgspec
+from email_validator import EmailNotValidError, validate_email
+from msgspec import Meta
+
+Username = Annotated[
+    str,
+    Meta(
+        min_length=3,
+        max_length=50,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="3–50 letters, digits, `_`, `.` or `-`; unique ignoring case",
+        examples=["alice"],
+    ),
+]
+Email = Annotated[str, Meta(max_length=320, description="unique ignoring case; stored in lower case")]
+Password = Annotated[str, Meta(min_length=8, max_length=128, description="8–128 characters")]
+FullName = Annotated[str, Meta(max_length=100)]
+
+
+class UserCreate(msgspec.Struct, forbid_unknown_fields=True):
+    """A sign-up. Unknown fields are refused, so no body can ask for a role."""
+
+    username: Username
+    email: Email
+    password: Password
+    full_name: FullName | None = None
+
+    def __post_init__(self) -> None:
+        # msgspec matches patterns with re.search, where `$` also accepts a trailing newline.
+        if self.username.endswith("\n"):
+            raise ValueError("Expected `str` matching regex '^[A-Za-z0-9_.-]+$' - at `$.username`")
+        try:
+            checked = validate_email(self.email, check_deliverability=False)
+        except EmailNotValidError as exc:
+            raise ValueError(f"{exc} - at `$.email`") from exc
+        self.email = checked.normalized.lower()
+
+
+class UserRead(msgspec.Struct):
+    """A registered user, as the API shows it: never the password or its hash."""
+
+    id: Annotated[int, Meta(examples=[1])]
+    username: Annotated[str, Meta(examples=["test"])]
+    email: Annotated[str, Meta(examples=["test@example.com"])]
+    full_name: Annotated[str, Meta(examples=["Test User"])] | None
+    roles: Annotated[list[str], Meta(examples=[["user"]])]
+    created_at: Annotated[datetime, Meta(examples=["2026-11-24T12:00:00Z"])]
+
+
+class Health(msgspec.Struct):
+    status: str
+    database: str

@@ -1,0 +1,162 @@
+"""`just mlflow`: an MLflow tracking server on the API's PostgreSQL, in MLflow's own database (POSTGRES_DB)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import importlib.util
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import replace
+from pathlib import Path
+from types import FrameType
+
+from app.db.provision import ensure_database
+from app.db.server import ServerAddress, server_address
+from app.errors import SetupError
+from app.settings import PROJECT_ROOT, Settings
+
+# Beside the embedded server's data, git-ignored; MLflow's default (./mlartifacts) would land in the project root.
+ARTIFACTS_DIR = PROJECT_ROOT / ".data" / "mlartifacts"
+# The first start on an empty database runs MLflow's own migrations: about 30 s here, longer on a busy machine.
+STARTUP_TIMEOUT = 180.0
+STOP_TIMEOUT = 15.0
+
+
+def mlflow_address(settings: Settings) -> ServerAddress:
+    """The server holding MLflow's database: the API's, reached as MLflow's user when it is configured."""
+    address = server_address(settings)
+    if settings.embedded:
+        return address
+    return replace(address, user=settings.postgres_user, password=settings.postgres_password.get_secret_value())
+
+
+def backend_store_uri(address: ServerAddress, database: str) -> str:
+    """MLflow's `--backend-store-uri`, without the password: libpq reads that from PGPASSWORD."""
+    url = replace(address, password=None).url(database, driver="psycopg")
+    return url.render_as_string(hide_password=False)
+
+
+def server_command(uri: str, host: str, port: int, workers: int, artifacts: Path) -> list[str]:
+    """The `mlflow server` command line, run by this interpreter (the venv that has the `mlflow` extra)."""
+    return [
+        *(sys.executable, "-m", "mlflow", "server"),
+        *("--backend-store-uri", uri),
+        *("--artifacts-destination", str(artifacts)),
+        *("--host", host, "--port", str(port), "--workers", str(workers)),
+    ]
+
+
+def _describe(address: ServerAddress) -> str:
+    if address.is_socket:
+        return f"embedded PostgreSQL (socket in {address.host})"
+    return f"PostgreSQL at {address.host}:{address.port} as user '{address.user}'"
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (a URL we built: http on our host)
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _port_taken(host: str, port: int) -> bool:
+    # Binding, not connecting: it sends nothing anywhere, and fails the same way MLflow's own bind would.
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    # MLflow runs uvicorn, its workers and a job runner as children of its own: signal the whole process group,
+    # and wait for all of them, so nothing is left holding the port or connections to the database.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    give_up = time.monotonic() + STOP_TIMEOUT
+    while _group_alive(process.pid) and time.monotonic() < give_up:
+        process.poll()  # reaps MLflow's own process; init reaps its orphaned children
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def run_mlflow_server(settings: Settings, *, host: str, port: int, workers: int) -> int:
+    """Create MLflow's database when missing, run the server until it exits or is stopped; its exit code."""
+    if importlib.util.find_spec("flask") is None or importlib.util.find_spec("mlflow.server") is None:
+        raise SetupError(
+            "the MLflow server is not installed in this environment: "
+            "run `just mlflow` (or `uv run --extra mlflow python -m app mlflow`)"
+        )
+    address = mlflow_address(settings)
+    database = settings.postgres_db
+    created = asyncio.run(ensure_database(address, database))
+    print(f"MLflow database '{database}' on {_describe(address)}: {'created' if created else 'found'}.", flush=True)
+
+    shown_host = "127.0.0.1" if host in {"0.0.0.0", "::", ""} else host  # noqa: S104 (comparing, not binding)
+    base_url = f"http://{shown_host}:{port}"
+    # Checked first: another server answering /health there would pass for ours.
+    if _port_taken(host, port):
+        raise SetupError(
+            f"port {port} is taken (another MLflow server?); stop it or run `just mlflow --port {port + 1}`"
+        )
+    ARTIFACTS_DIR.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    if address.password:
+        env["PGPASSWORD"] = address.password
+    print(f"Starting the MLflow tracking server on {base_url} (a new database first gets MLflow's migrations)...")
+    sys.stdout.flush()
+    started = time.monotonic()
+    # A session of its own, so one signal stops MLflow, uvicorn and its workers together (see _stop).
+    process = subprocess.Popen(
+        server_command(backend_store_uri(address, database), host, port, workers, ARTIFACTS_DIR),
+        env=env,
+        start_new_session=True,
+    )
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        while not _healthy(f"{base_url}/health"):
+            if process.poll() is not None:
+                raise SetupError(
+                    f"the MLflow server exited with code {process.returncode} before it was ready; "
+                    "its output above says why"
+                )
+            if time.monotonic() - started > STARTUP_TIMEOUT:
+                raise SetupError(f"the MLflow server was not ready after {STARTUP_TIMEOUT:.0f} s; stopped it")
+            time.sleep(0.5)
+        print(f"MLflow tracking server ready on {base_url} after {time.monotonic() - started:.1f} s; Ctrl-C stops it.")
+        sys.stdout.flush()
+        return process.wait()
+    except KeyboardInterrupt:
+        print("Stopping the MLflow tracking server...", flush=True)
+        return 0
+    finally:
+        # uv and just pass their own SIGINT or SIGTERM on: a second signal must not cut the shutdown short.
+        previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _stop(process)
+        signal.signal(signal.SIGINT, previous_int)
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,72 @@
+"""Argon2id password hashing off the event loop, a bounded number at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from argon2 import PasswordHasher
+
+from app.settings import Settings
+
+
+class HashingOverloadedError(Exception):
+    """More sign-ups are queued than the hashers can serve in the configured time."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"password hashing is saturated; retry in {retry_after} s")
+        self.retry_after = retry_after
+
+
+def _lower_thread_priority() -> None:
+    # Argon2's lane threads inherit this, so the event loop wins the CPU when both want it.
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+
+
+class PasswordHashing:
+    """Hashes passwords on one worker thread per core; beyond the queue limit it refuses instead of piling up."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.hasher = PasswordHasher(
+            time_cost=settings.argon2_time_cost,
+            memory_cost=settings.argon2_memory_kib,
+            parallelism=settings.argon2_parallelism,
+        )
+        self.workers = settings.hash_workers or os.cpu_count() or 1
+        self.queue_seconds = settings.hash_queue_seconds
+        # Threads, not a bigger pool: each hash already uses every core through Argon2's lanes.
+        self._executor = ThreadPoolExecutor(
+            self.workers, thread_name_prefix="argon2", initializer=_lower_thread_priority
+        )
+        self.seconds_per_hash = self._measure()
+        self.pending = 0
+
+    def _measure(self) -> float:
+        started = time.perf_counter()
+        self.hasher.hash("calibration password")
+        return max(time.perf_counter() - started, 1e-4)
+
+    @property
+    def queue_limit(self) -> int:
+        """How many hashes may wait or run before new ones are refused (about `hash_queue_seconds` of work)."""
+        return max(self.workers, int(self.queue_seconds * self.workers / self.seconds_per_hash))
+
+    async def hash(self, password: str) -> str:
+        """The Argon2id hash of `password`; raises HashingOverloadedError when the queue is full."""
+        if self.pending >= self.queue_limit:
+            raise HashingOverloadedError(math.ceil(self.pending * self.seconds_per_hash / self.workers))
+        self.pending += 1
+        try:
+            # A waiting call is only a queued function: it holds no hash memory until a worker takes it.
+            return await asyncio.get_running_loop().run_in_executor(self._executor, self.hasher.hash, password)
+        finally:
+            self.pending -= 1
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)

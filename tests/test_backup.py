@@ -1,0 +1,178 @@
+"""Backups before a command changes the API database, and restores that refuse anyone else's dump."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from alembic import command
+
+from app.cli import main
+from app.db.backup import take_backup
+from app.db.migrations import alembic_config
+from app.settings import Settings
+from tests.databases import Databases
+
+
+def add_user(pg: Databases, db: str, name: str) -> None:
+    insert = "INSERT INTO users (username, email, hashed_password) VALUES ($1, $2, 'x')"
+    pg.query(db, insert, name, f"{name}@example.com")
+
+
+def users(pg: Databases, db: str) -> list[str]:
+    return [row[0] for row in pg.query(db, "SELECT username FROM users ORDER BY id")]
+
+
+def version(pg: Databases, db: str) -> list[str]:
+    return [row[0] for row in pg.query(db, "SELECT version_num FROM alembic_version")]
+
+
+def archives(folder: Path) -> list[str]:
+    return sorted(path.name for path in folder.glob("*.dump"))
+
+
+@pytest.fixture
+def settings(pg: Databases, api_db: str, tmp_path: Path) -> Settings:
+    return pg.settings(api_db, backup_dir=tmp_path / "backups")
+
+
+def test_backup_names_the_database_time_and_revision(
+    settings: Settings, api_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["backup"], settings=settings) == 0
+    (name,) = archives(settings.backup_dir)
+    assert name.startswith(f"{api_db}-")
+    assert name.endswith("-0002.dump")
+    assert f"Backed up '{api_db}' to " in capsys.readouterr().out
+
+
+def test_downgrade_backs_up_first_and_restore_brings_it_all_back(
+    pg: Databases, settings: Settings, api_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    add_user(pg, api_db, "ann")
+    assert main(["downgrade"], settings=settings) == 0
+    (taken,) = archives(settings.backup_dir)
+    assert f"Backed up '{api_db}' to " in capsys.readouterr().out
+    assert version(pg, api_db) == ["0001"]
+    add_user(pg, api_db, "bob")
+    pg.query(api_db, "CREATE TABLE analytics_notes (id int PRIMARY KEY)")  # not the API's: left alone
+    assert main(["restore", "--yes"], settings=settings) == 0  # the newest archive
+    out = capsys.readouterr().out
+    assert f"Restored '{api_db}' from " in out
+    assert f"{taken}." in out
+    assert f"API database '{api_db}': 0002 (head)" in out
+    assert version(pg, api_db) == ["0002"]
+    assert users(pg, api_db) == ["ann"]
+    assert {row[0] for row in pg.query(api_db, "SELECT revision FROM alembic_checksums")} == {"0001", "0002"}
+    assert pg.query(api_db, "SELECT to_regclass('analytics_notes') IS NOT NULL")[0][0]
+    # The state before the restore was kept too: restoring the newest archive again undoes the restore.
+    assert len(archives(settings.backup_dir)) == 2
+    assert main(["restore", "--yes"], settings=settings) == 0
+    assert (version(pg, api_db), users(pg, api_db)) == (["0001"], ["ann", "bob"])
+    phone = "SELECT count(*) FROM information_schema.columns WHERE column_name = 'phone_number'"
+    assert pg.query(api_db, phone)[0][0] == 0  # exactly the schema of 0001, not 0002's with old rows
+
+
+def test_a_failed_restore_changes_nothing(
+    pg: Databases, settings: Settings, api_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["backup"], settings=settings) == 0
+    add_user(pg, api_db, "ann")
+    pg.query(api_db, "CREATE TABLE rentals (id int PRIMARY KEY, user_id int REFERENCES users (id))")
+    assert main(["restore", "--yes"], settings=settings.model_copy(update={"auto_backup": False})) == 1
+    err = capsys.readouterr().err
+    assert "failed and changed nothing" in err
+    assert "cannot drop table users because other objects depend on it" in err
+    assert users(pg, api_db) == ["ann"]
+
+
+def test_migrate_backs_up_only_a_database_with_rows_and_something_to_do(
+    pg: Databases, empty_db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = pg.settings(empty_db, backup_dir=tmp_path)
+    command.upgrade(alembic_config(settings, configure_logging=False), "0001")
+    assert main(["migrate"], settings=settings) == 0  # no rows
+    assert main(["downgrade"], settings=settings) == 0
+    add_user(pg, empty_db, "ann")
+    assert main(["migrate"], settings=settings.model_copy(update={"auto_backup": False})) == 0
+    assert archives(tmp_path) == []
+    assert main(["downgrade"], settings=settings) == 0
+    assert main(["migrate"], settings=settings) == 0
+    assert main(["migrate"], settings=settings) == 0  # at head: nothing to back up for
+    assert [name.rsplit("-", 1)[1] for name in archives(tmp_path)] == ["0002.dump", "0001.dump"]
+    out = capsys.readouterr().out
+    assert "before downgrading" in out
+    assert "before migrating" in out
+
+
+def test_a_failed_backup_stops_the_command_before_it_changes_anything(
+    pg: Databases, api_db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    not_a_folder = tmp_path / "backups"
+    not_a_folder.write_text("")
+    add_user(pg, api_db, "ann")
+    settings = pg.settings(api_db, backup_dir=not_a_folder)
+    for args in (["downgrade"], ["reset", "--yes"]):
+        assert main(args, settings=settings) == 1
+        err = capsys.readouterr().err
+        assert f"cannot keep backups in {not_a_folder}" in err
+        assert "stopped before changing anything" in err
+        assert "AUTO_BACKUP=false" in err
+    assert (version(pg, api_db), users(pg, api_db)) == (["0002"], ["ann"])
+
+
+def test_only_the_newest_backups_are_kept(settings: Settings) -> None:
+    settings = settings.model_copy(update={"backup_keep": 2})
+    for _ in range(3):
+        assert main(["backup"], settings=settings) == 0
+    assert len(archives(settings.backup_dir)) == 2
+
+
+def test_restore_without_a_terminal_or_yes_changes_nothing(
+    pg: Databases, settings: Settings, api_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["backup"], settings=settings) == 0
+    add_user(pg, api_db, "ann")
+    assert main(["restore"], settings=settings) == 1
+    assert "needs confirmation: add --yes" in capsys.readouterr().err
+    assert users(pg, api_db) == ["ann"]
+
+
+def test_restore_refuses_a_dump_of_another_database(
+    pg: Databases, settings: Settings, api_db: str, empty_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = take_backup(pg.settings(empty_db, backup_dir=settings.backup_dir), [])
+    add_user(pg, api_db, "ann")
+    assert main(["restore", "--yes", str(other)], settings=settings) == 1
+    err = capsys.readouterr().err
+    assert f"is a dump of database '{empty_db}', not of the API database '{api_db}'; nothing was restored" in err
+    assert users(pg, api_db) == ["ann"]
+
+
+def test_restore_refuses_mlflows_dump(
+    pg: Databases, settings: Settings, api_db: str, mlflow_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dump = take_backup(pg.settings(mlflow_db, backup_dir=settings.backup_dir), [])
+    add_user(pg, api_db, "ann")
+    # Whether MLflow's database is named in POSTGRES_DB, or recognised by its tables under the API's name.
+    for target in (settings.model_copy(update={"postgres_db": mlflow_db}), pg.settings(mlflow_db)):
+        assert main(["restore", "--yes", str(dump)], settings=target) == 1
+        assert "is a dump of MLflow's tracking database" in capsys.readouterr().err
+    assert users(pg, api_db) == ["ann"]
+
+
+def test_the_password_stays_out_of_what_backup_and_restore_say(
+    pg: Databases, api_db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = pg.settings(
+        api_db,
+        api_db_host=pg.address.host,
+        api_db_port=pg.address.port,
+        api_db_user=pg.address.user,
+        api_db_password="p@ss:w/rd",
+        backup_dir=tmp_path,
+    )
+    assert main(["backup"], settings=settings) == 0
+    assert main(["restore", "--yes"], settings=settings) == 0
+    said = capsys.readouterr()
+    assert "p@ss:w/rd" not in said.out + said.err

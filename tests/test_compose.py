@@ -1,0 +1,187 @@
+"""compose.yaml: the guide's architecture, checked without a Docker engine; its init script runs on real PostgreSQL."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from app.db.server import embedded_bin_dir
+from app.settings import PROJECT_ROOT, Settings
+from tests.databases import Databases
+
+COMPOSE_FILE = PROJECT_ROOT / "compose.yaml"
+EVERY_INTERFACE = "0.0.0.0"  # noqa: S104 (what a container must listen on; compared here, never bound)
+INTERPOLATION = re.compile(r"(?<!\$)\$\{(\w+)(?::-([^}]*))?\}")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(COMPOSE_FILE.read_text())
+    return loaded
+
+
+def service(compose: dict[str, Any], name: str) -> dict[str, Any]:
+    found: dict[str, Any] = compose["services"][name]
+    return found
+
+
+def waits_for_healthy_db(spec: dict[str, Any]) -> bool:
+    return bool(spec["depends_on"]["mlflow-db"]["condition"] == "service_healthy")
+
+
+def embedded_major() -> int:
+    version = subprocess.run([embedded_bin_dir() / "postgres", "--version"], capture_output=True, text=True, check=True)
+    found = re.search(r"(\d+)\.\d+", version.stdout)
+    assert found, version.stdout
+    return int(found.group(1))
+
+
+def test_database_is_postgres_of_the_embedded_servers_major_version(compose: dict[str, Any]) -> None:
+    db = service(compose, "mlflow-db")
+    image, tag = db["image"].split(":")
+    assert image == "postgres"
+    assert int(tag.split(".")[0]) == embedded_major()
+    assert db["ports"] == ["5433:5432"]
+    # A named volume where PostgreSQL 18's image keeps its data (it refuses one at .../data).
+    (volume,) = db["volumes"]
+    name, target = volume.split(":")
+    assert name in compose["volumes"]
+    assert target == "/var/lib/postgresql"
+    assert "pg_isready" in " ".join(db["healthcheck"]["test"])
+
+
+def test_every_variable_defaults_to_the_settings_default_and_is_documented(compose: dict[str, Any]) -> None:
+    defaults = Settings.model_validate({})
+    example = (PROJECT_ROOT / ".env.example").read_text()
+    found = INTERPOLATION.findall(COMPOSE_FILE.read_text())
+    assert {name for name, _ in found} >= {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB", "API_DB_NAME"}
+    for name, default in found:
+        expected = getattr(defaults, name.lower())
+        assert default == (expected.get_secret_value() if hasattr(expected, "get_secret_value") else str(expected))
+        assert re.search(rf"^{name}={re.escape(default)}$", example, re.MULTILINE), f"{name} is not in .env.example"
+
+
+def test_database_service_gets_the_names_its_init_script_uses(compose: dict[str, Any]) -> None:
+    env = service(compose, "mlflow-db")["environment"]
+    for name in ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB", "API_DB_NAME", "API_DB_USER", "API_DB_PASSWORD"):
+        assert env[name].startswith(f"${{{name}:-"), name
+    (config,) = service(compose, "mlflow-db")["configs"]
+    assert config["source"] in compose["configs"]
+    assert config["target"].startswith("/docker-entrypoint-initdb.d/")
+    assert config["target"].endswith(".sh")
+
+
+def test_mlflow_server_uses_the_mlflow_database_once_it_is_healthy(compose: dict[str, Any]) -> None:
+    mlflow = service(compose, "mlflow")
+    command = mlflow["command"]
+    assert command[:2] == ["mlflow", "server"]
+    uri = command[command.index("--backend-store-uri") + 1]
+    assert uri == "postgresql+psycopg://${POSTGRES_USER:-mlflow}@mlflow-db:5432/${POSTGRES_DB:-mlflow}"
+    assert mlflow["environment"]["PGPASSWORD"] == "${POSTGRES_PASSWORD:-mlflow}"
+    assert command[command.index("--host") + 1] == EVERY_INTERFACE
+    assert command[command.index("--port") + 1] == "5000"
+    assert mlflow["ports"] == ["5000:5000"]
+    assert waits_for_healthy_db(mlflow)
+    assert "/health" in " ".join(mlflow["healthcheck"]["test"])
+
+
+def test_mlflow_image_is_the_version_in_the_lock_file(compose: dict[str, Any]) -> None:
+    lock = tomllib.loads((PROJECT_ROOT / "uv.lock").read_text())
+    locked = next(package["version"] for package in lock["package"] if package["name"] == "mlflow")
+    assert f"FROM ghcr.io/mlflow/mlflow:v{locked}\n" in service(compose, "mlflow")["build"]["dockerfile_inline"]
+
+
+def test_api_migrates_seeds_and_serves_on_the_shared_database(compose: dict[str, Any]) -> None:
+    api = service(compose, "api")
+    env = api["environment"]
+    assert (env["API_DB_HOST"], env["API_DB_PORT"]) == ("mlflow-db", "5432")
+    assert (env["API_HOST"], env["API_PORT"]) == (EVERY_INTERFACE, "8000")
+    assert env["API_DB_NAME"] == "${API_DB_NAME:-bikerental_api}"
+    assert env["POSTGRES_DB"] == "${POSTGRES_DB:-mlflow}"  # so the settings can refuse an API database named like it
+    assert api["ports"] == ["8000:8000"]
+    assert api["volumes"] == ["api-backups:/srv/backups"]  # BACKUP_DIR's default in the image's /srv
+    assert "api-backups" in compose["volumes"]
+    assert waits_for_healthy_db(api)
+    assert "http://127.0.0.1:8000/health" in " ".join(api["healthcheck"]["test"])
+    dockerfile = api["build"]["dockerfile_inline"]
+    # `serve` migrates and seeds before it listens (MIGRATE_ON_STARTUP defaults to true).
+    assert 'CMD ["/srv/.venv/bin/python", "-m", "app", "serve"]' in dockerfile
+    assert "MIGRATE_ON_STARTUP" not in env
+    copied = {part for line in dockerfile.splitlines() if line.startswith("COPY ") for part in line.split()[1:-1]}
+    assert copied == {"pyproject.toml", "uv.lock", "alembic.ini", "alembic", "app"}
+    assert all((PROJECT_ROOT / path).exists() for path in copied)
+
+
+def test_root_stays_small(compose: dict[str, Any]) -> None:
+    assert not (PROJECT_ROOT / "Dockerfile").exists()
+    for name in ("mlflow", "api"):
+        assert "dockerfile" not in service(compose, name)["build"]
+
+
+@pytest.fixture
+def api_role(pg: Databases) -> Iterator[tuple[str, str]]:
+    """Names for the API's role and database, removed after the test."""
+    role, database = pg.new_name("role"), pg.new_name("compose_api")
+    yield role, database
+    pg.drop(database)
+    pg.query("postgres", f"DROP ROLE IF EXISTS {role}")
+
+
+def init_script(compose: dict[str, Any]) -> str:
+    (config,) = service(compose, "mlflow-db")["configs"]
+    content: str = compose["configs"][config["source"]]["content"]
+    assert not INTERPOLATION.search(content), "the script reads the container's environment, not compose's"
+    return content.replace("$$", "$")  # compose's escape for a literal `$`
+
+
+@pytest.mark.parametrize("own_role", [True, False], ids=["own API role", "API_DB_USER is POSTGRES_USER"])
+def test_init_script_creates_the_api_database(
+    compose: dict[str, Any], pg: Databases, api_role: tuple[str, str], tmp_path: Path, own_role: bool
+) -> None:
+    role, database = api_role
+    owner = role if own_role else pg.address.user
+    script = tmp_path / "10-create-api-database.sh"
+    script.write_text(init_script(compose))
+    env = {
+        **pg.address.libpq_env("postgres"),
+        "PATH": f"{embedded_bin_dir()}:/usr/bin:/bin",
+        "POSTGRES_USER": pg.address.user,
+        "POSTGRES_DB": "postgres",
+        "API_DB_NAME": database,
+        "API_DB_USER": owner,
+        "API_DB_PASSWORD": "p@ss'w\"rd",
+    }
+    # The image's entrypoint sources a script it may not execute; bash runs it the same way.
+    result = subprocess.run(["bash", "-c", f'set -Eeo pipefail; source "{script}"'], env=env, capture_output=True)
+    assert result.returncode == 0, result.stderr.decode()
+    rows = pg.query("postgres", "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = $1", database)
+    assert [row[0] for row in rows] == [owner]
+    if own_role:
+        (flags,) = pg.query(
+            "postgres", "SELECT rolcanlogin, rolcreatedb, rolsuper FROM pg_roles WHERE rolname = $1", role
+        )
+        assert tuple(flags) == (True, True, False)
+
+
+def compose_cli() -> list[str] | None:
+    """`docker compose` or `docker-compose`, whichever answers; None when neither is installed."""
+    for cli in (["docker", "compose"], ["docker-compose"]):
+        if shutil.which(cli[0]) and subprocess.run([*cli, "version"], capture_output=True, check=False).returncode == 0:
+            return cli
+    return None
+
+
+def test_docker_compose_accepts_the_file() -> None:
+    cli = compose_cli()
+    if cli is None:
+        pytest.skip("no Docker Compose CLI on this machine; the checks above stand in for `docker compose config`")
+    result = subprocess.run([*cli, "-f", str(COMPOSE_FILE), "config", "--quiet"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

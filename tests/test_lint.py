@@ -1,0 +1,94 @@
+"""`lint-migrations`: squawk on each revision's own SQL fails dangerous revisions and passes the project's."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from alembic.config import Config
+
+from app.cli import main
+from app.db.lint import lint_migrations
+from app.db.migrations import VERSIONS_DIR, alembic_config
+from tests.databases import Databases
+
+REVISION = '''"""{message}"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0003"
+down_revision = "0002"
+
+
+def upgrade() -> None:
+{body}
+
+
+def downgrade() -> None:
+    pass
+'''
+
+
+def with_third_revision(pg: Databases, tmp_path: Path, body: str) -> Config:
+    """The project's revisions plus a third one whose upgrade is `body`, in a folder of the test's own."""
+    versions = tmp_path / "versions"
+    shutil.copytree(VERSIONS_DIR, versions, ignore=shutil.ignore_patterns("__pycache__"))
+    (versions / "0003_third.py").write_text(REVISION.format(message="A third revision", body=body))
+    config = alembic_config(pg.settings(pg.new_name("never_created")), configure_logging=False)
+    config.set_main_option("version_locations", str(versions))
+    return config
+
+
+def lint(pg: Databases, tmp_path: Path, body: str) -> list[tuple[str, str]]:
+    """The (revision, rule) of each finding."""
+    revisions, findings = lint_migrations(with_third_revision(pg, tmp_path, body))
+    assert [r.revision for r in revisions] == ["0001", "0002", "0003"]
+    return [(f.revision.revision, f.rule) for f in findings]
+
+
+def test_the_projects_revisions_pass(pg: Databases, capsys: pytest.CaptureFixture[str]) -> None:
+    # No database is needed: the SQL is rendered offline.
+    assert main(["lint-migrations"], settings=pg.settings(pg.new_name("never_created"))) == 0
+    assert "2 revisions linted with squawk" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("body", "rule"),
+    [
+        ('    op.create_index("ix_users_email", "users", ["email"])', "require-concurrent-index-creation"),
+        (
+            '    op.add_column("users", sa.Column("nickname", sa.String(20), nullable=False))',
+            "adding-required-field",
+        ),
+        ('    op.alter_column("users", "full_name", type_=sa.Text())', "changing-column-type"),
+        ('    op.drop_column("users", "phone_number")', "ban-drop-column"),
+        ('    op.alter_column("users", "full_name", new_column_name="name")', "renaming-column"),
+    ],
+    ids=["index", "not-null", "type", "drop", "rename"],
+)
+def test_a_dangerous_revision_fails(pg: Databases, tmp_path: Path, body: str, rule: str) -> None:
+    # `users` was created by 0001: linting 0003's SQL on its own sees that it already exists.
+    findings = lint(pg, tmp_path, body)
+    assert ("0003", rule) in findings
+    assert {revision for revision, _ in findings} == {"0003"}
+
+
+def test_a_finding_names_the_file_the_rule_and_the_way_out(pg: Databases, tmp_path: Path) -> None:
+    body = '    op.add_column("users", sa.Column("nickname", sa.String(20), nullable=False))'
+    (finding,) = lint_migrations(with_third_revision(pg, tmp_path, body))[1]
+    said = str(finding)
+    assert said.startswith(f"{tmp_path / 'versions' / '0003_third.py'}: adding-required-field: ")
+    assert "SQL: ALTER TABLE users ADD COLUMN nickname VARCHAR(20) NOT NULL;" in said
+    assert "way out: two steps, as the guide says: add the column nullable" in said
+
+
+def test_the_safe_ways_pass(pg: Databases, tmp_path: Path) -> None:
+    body = """    with op.get_context().autocommit_block():
+        op.create_index("ix_users_email", "users", ["email"], postgresql_concurrently=True, if_not_exists=True)
+    op.add_column("users", sa.Column("nickname", sa.String(20), nullable=False, server_default=""))
+    op.create_table("rentals", sa.Column("id", sa.Integer, primary_key=True), sa.Column("user_id", sa.Integer))
+    op.create_index("ix_rentals_user_id", "rentals", ["user_id"])
+    op.drop_column("users", "phone_number")  # squawk-ignore: ban-drop-column (unused since the last release)"""
+    assert lint(pg, tmp_path, body) == []

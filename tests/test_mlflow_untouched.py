@@ -1,0 +1,292 @@
+"""MLflow's database comes out of every API command and of serving sign-ups byte for byte as it went in.
+
+And `just mlflow` runs MLflow's tracking server in that database, on the same PostgreSQL as the API.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+from app.db.server import embedded_bin_dir
+from app.mlflow_server import backend_store_uri, mlflow_address
+from app.settings import PROJECT_ROOT, Settings
+from tests.conftest import FAST_HASHING
+from tests.databases import Databases, run_app
+
+# MLflow's SQL store on SQLAlchemy 2.1, not our code.
+pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy is deprecated")
+
+SERVE_DEADLINE = 60.0
+# `just mlflow` may first install the `mlflow` extra (from uv's cache: seconds) before MLflow starts.
+MLFLOW_DEADLINE = 180.0
+
+_TABLES = """
+SELECT format('%I.%I', schemaname, tablename) FROM pg_tables
+WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1
+"""
+_SEQUENCES = "SELECT format('%I.%I', schemaname, sequencename), last_value FROM pg_sequences ORDER BY 1"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """MLflow's schema as pg_dump prints it, and a digest of every table's rows and every sequence's position."""
+
+    schema: str
+    tables: dict[str, tuple[int, str]]
+    sequences: dict[str, int | None]
+
+
+def snapshot(pg: Databases, database: str) -> Snapshot:
+    env = {**os.environ, **pg.address.libpq_env(database)}
+    # A fixed \restrict key: pg_dump draws a random one per run, which would differ between two identical dumps.
+    dump = [str(embedded_bin_dir() / "pg_dump"), "--schema-only", "--restrict-key=bikerental"]
+    schema = subprocess.run(dump, env=env, capture_output=True, text=True, check=True).stdout
+    tables: dict[str, tuple[int, str]] = {}
+    for (table,) in pg.query(database, _TABLES):
+        digest = f"SELECT count(*), md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t::text), '')) FROM {table} t"
+        count, md5 = pg.query(database, digest)[0]
+        tables[table] = (count, md5)
+    sequences = dict(pg.query(database, _SEQUENCES))
+    return Snapshot(schema=schema, tables=tables, sequences=sequences)
+
+
+def fill_through_mlflow(tracking_uri: str, artifacts: Path) -> None:
+    """Experiments, runs, params, metrics, tags and a registered model, written by MLflow's own client."""
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    for name in ("bikes-demand", "bikes-churn"):
+        experiment = client.create_experiment(name, artifact_location=(artifacts / name).as_uri(), tags={"team": "ds"})
+        for model in ("ridge", "gbm"):
+            run = client.create_run(experiment, run_name=f"{name}-{model}", tags={"model": model})
+            run_id = run.info.run_id
+            client.log_param(run_id, "model", model)
+            now = int(time.time() * 1000)
+            metrics = [Metric("rmse", 20.0 / (step + 1), now + step, step) for step in range(5)]
+            client.log_batch(run_id, metrics=metrics, params=[Param("alpha", "0.1")], tags=[RunTag("stage", "dev")])
+            client.set_terminated(run_id)
+        client.delete_run(run_id)
+    client.create_registered_model("bikes-demand-model", tags={"owner": "ds"})
+
+
+@pytest.fixture
+def filled_mlflow_db(pg: Databases, mlflow_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    # No pooled connections left open on MLflow's database while the API commands run.
+    monkeypatch.setenv("MLFLOW_SQLALCHEMYSTORE_POOLCLASS", "NullPool")
+    fill_through_mlflow(pg.psycopg_url(mlflow_db), tmp_path / "artifacts")
+    return mlflow_db
+
+
+@pytest.fixture
+def api_db_name(pg: Databases) -> Iterator[str]:
+    """A name for an API database that the commands create themselves; dropped afterwards."""
+    name = pg.new_name("api")
+    yield name
+    pg.drop(name)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for(ready: Callable[[], bool], process: subprocess.Popen[bytes], log: Path, deadline: float) -> None:
+    """Poll until `ready()`; fail at once with the log when the process exits, or at the deadline."""
+    give_up = time.monotonic() + deadline
+    while not ready():
+        assert process.poll() is None, f"exited with {process.returncode}:\n{log.read_text()}"
+        assert time.monotonic() < give_up, f"not ready after {deadline:.0f} s:\n{log.read_text()}"
+        time.sleep(0.1)
+
+
+def answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def stop(process: subprocess.Popen[bytes], signum: int = signal.SIGTERM) -> int:
+    """Signal the process group the test started, as a supervisor (SIGTERM) or Ctrl-C (SIGINT) would; its exit code."""
+    if process.poll() is None:
+        os.killpg(process.pid, signum)
+    return process.wait(timeout=30)
+
+
+def serve_and_register(env: dict[str, str], tmp_path: Path) -> None:
+    """`python -m app serve` (which migrates and seeds first) and sign-ups through its HTTP API."""
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app", "serve"],
+            env={**env, "API_HOST": "127.0.0.1", "API_PORT": str(port)},
+            cwd=PROJECT_ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_for(lambda: answers(f"{base}/health"), process, log, SERVE_DEADLINE)
+        for name in ("alice", "bob"):
+            body = {"username": name, "email": f"{name}@example.com", "password": "secret123", "full_name": name}
+            assert httpx.post(f"{base}/api/v1/register", json=body, timeout=30).status_code == 201
+        duplicate = {"username": "ALICE", "email": "other@example.com", "password": "secret123"}
+        assert httpx.post(f"{base}/api/v1/register", json=duplicate, timeout=30).status_code == 409
+    finally:
+        stop(process)
+
+
+def test_no_api_command_changes_mlflows_database(
+    pg: Databases, filled_mlflow_db: str, api_db_name: str, tmp_path: Path
+) -> None:
+    before = snapshot(pg, filled_mlflow_db)
+    assert before.tables["public.runs"][0] == 4
+    assert before.tables["public.metrics"][0] == 4 * 5
+    env = {
+        **pg.env(api_db_name),
+        # MLflow's database is the configured one, beside the API's on the same server.
+        "POSTGRES_DB": filled_mlflow_db,
+        "BACKUP_DIR": str(tmp_path / "backups"),
+        **{name.upper(): str(value) for name, value in FAST_HASHING.items()},
+    }
+    versions = tmp_path / "versions"
+    versions.mkdir()
+    # Every command a person runs on the API database; `serve` below migrates and seeds again after the reset.
+    commands = [
+        ["init"],
+        ["migrate"],
+        ["seed"],
+        ["revision", "Autogenerate against the shared server", "--version-path", str(versions)],
+        ["check"],
+        ["downgrade", "base"],
+        ["reset", "--yes"],
+    ]
+    for args in commands:
+        result = run_app(args, env)
+        assert result.returncode == 0, f"{' '.join(args)}: {result.stderr}"
+    assert len(list(versions.glob("*.py"))) == 1
+    serve_and_register(env, tmp_path)
+
+    users = pg.query(api_db_name, "SELECT username FROM users ORDER BY id")
+    assert [row[0] for row in users] == ["alice", "bob"]
+    after = snapshot(pg, filled_mlflow_db)
+    assert after.schema == before.schema
+    assert after.tables == before.tables
+    assert after.sequences == before.sequences
+
+
+def test_the_snapshot_sees_a_one_value_change(pg: Databases, filled_mlflow_db: str) -> None:
+    before = snapshot(pg, filled_mlflow_db)
+    one_run = "(SELECT min(run_uuid) FROM params)"
+    pg.query(filled_mlflow_db, f"UPDATE params SET value = '0.2' WHERE key = 'alpha' AND run_uuid = {one_run}")
+    changed = snapshot(pg, filled_mlflow_db)
+    assert changed.tables["public.params"] != before.tables["public.params"]
+    assert {k: v for k, v in changed.tables.items() if k != "public.params"} == {
+        k: v for k, v in before.tables.items() if k != "public.params"
+    }
+    pg.query(filled_mlflow_db, "CREATE INDEX ix_probe ON params (value)")
+    assert snapshot(pg, filled_mlflow_db).schema != before.schema
+
+
+def mlflow_server_pid(database: str) -> int:
+    """The `mlflow server` process whose backend store is `database`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue  # exited while we looked
+            if argv[1:4] == [b"-m", b"mlflow", b"server"] and any(database.encode() in arg for arg in argv):
+                found.append(int(entry.name))
+    (pid,) = found
+    return pid
+
+
+@pytest.mark.skipif(not (shutil.which("just") and shutil.which("uv")), reason="`just mlflow` needs just and uv on PATH")
+def test_just_mlflow_serves_runs_into_mlflows_database(
+    pg: Databases, mlflow_db: str, api_db_name: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    log = tmp_path / "mlflow.log"
+    # MLflow's credentials are those of the test server (they matter only when TEST_DATABASE_URL names one).
+    credentials = {"POSTGRES_USER": pg.address.user, "POSTGRES_PASSWORD": pg.address.password or ""}
+    # MLflow's job runner (GenAI scorers) starts four more Python processes that this check does not need.
+    env = {
+        **pg.env(api_db_name),
+        "POSTGRES_DB": mlflow_db,
+        **credentials,
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    }
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            ["just", "mlflow", "--port", str(port)],
+            env=env,
+            cwd=PROJECT_ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        ready = f"MLflow tracking server ready on http://127.0.0.1:{port}"
+        wait_for(lambda: ready in log.read_text(), process, log, MLFLOW_DEADLINE)
+        server_group = os.getpgid(mlflow_server_pid(mlflow_db))
+        client = MlflowClient(tracking_uri=f"http://127.0.0.1:{port}")
+        experiment = client.create_experiment("bikes-demand")
+        run = client.create_run(experiment, run_name="through-the-server")
+        client.log_metric(run.info.run_id, "rmse", 12.5)
+        client.set_terminated(run.info.run_id)
+    finally:
+        code = stop(process, signal.SIGINT)
+    said = log.read_text()
+    assert f"MLflow database '{mlflow_db}' on " in said
+    assert "Traceback" not in said
+    # The app stops MLflow and exits 0; just reports any recipe that saw a Ctrl-C as 130.
+    assert code in (0, 128 + signal.SIGINT), said
+    assert "Stopping the MLflow tracking server..." in said
+    rows = pg.query(
+        mlflow_db,
+        "SELECT r.name, r.status, m.key, m.value FROM runs r JOIN metrics m USING (run_uuid) WHERE r.run_uuid = $1",
+        run.info.run_id,
+    )
+    assert [tuple(row) for row in rows] == [("through-the-server", "FINISHED", "rmse", 12.5)]
+    assert not pg.query("postgres", "SELECT 1 FROM pg_database WHERE datname = $1", api_db_name)
+    # Stopping `just mlflow` stops MLflow's uvicorn, workers and job runner too: nothing is left on the port.
+    with pytest.raises(ProcessLookupError):
+        os.killpg(server_group, 0)
+    with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port), timeout=2):
+        pass
+
+
+def test_mlflow_reaches_a_configured_server_as_mlflows_user_with_no_password_in_its_uri() -> None:
+    settings = Settings.model_validate(
+        {
+            "api_db_host": "db.example",
+            "api_db_port": 5433,
+            "api_db_user": "api",
+            "api_db_password": "api-secret",
+            "postgres_user": "tracker",
+            "postgres_password": "p@ss:w/rd",
+            "postgres_db": "tracking",
+        }
+    )
+    address = mlflow_address(settings)
+    assert (address.host, address.port, address.user, address.password) == ("db.example", 5433, "tracker", "p@ss:w/rd")
+    # The password goes to MLflow as PGPASSWORD, never on a command line that `ps` shows.
+    assert backend_store_uri(address, "tracking") == "postgresql+psycopg://tracker@db.example:5433/tracking"

@@ -1,0 +1,147 @@
+"""The service around registration: health, database outages, startup, and `just serve` itself."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import httpx
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from app.db.server import start_embedded, stop_embedded
+from app.http.app import create_app
+from app.settings import PROJECT_ROOT, Settings
+from tests.conftest import FAST_HASHING
+from tests.databases import Databases
+from tests.live_server import live_server
+
+SIGN_UP = {"username": "rider", "email": "rider@example.com", "password": "secret123"}
+
+
+async def poll(client: httpx.AsyncClient, path: str, status: int, deadline: float = 20.0) -> httpx.Response:
+    """GET `path` until it answers `status`, or fail after `deadline` seconds."""
+    async with asyncio.timeout(deadline):
+        while True:
+            try:
+                response = await client.get(path)
+                if response.status_code == status:
+                    return response
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.05)
+
+
+async def test_health_answers_when_the_database_does(client: AsyncTestClient[Litestar]) -> None:
+    response = await client.get("/health")
+    assert (response.status_code, response.json()) == (200, {"status": "ok", "database": "ok"})
+
+
+async def test_database_outage_is_503_everywhere_and_recovers(tmp_path: Path) -> None:
+    data_dir = tmp_path / "pg"
+    start_embedded(data_dir)
+    settings = Settings.model_validate(
+        {"api_db_host": "", "embedded_db_dir": str(data_dir), "api_db_name": "outage", **FAST_HASHING}
+    )
+    try:
+        async with live_server(create_app(settings)) as client:
+            assert (await client.post("/api/v1/register", json=SIGN_UP)).status_code == 201
+            await asyncio.to_thread(stop_embedded, data_dir)
+
+            health = await client.get("/health")
+            assert health.status_code == 503
+            assert health.json() == {"status": "unavailable", "database": "unreachable"}
+            refused = await client.post("/api/v1/register", json={**SIGN_UP, "username": "second"})
+            assert refused.status_code == 503
+            assert refused.json()["detail"] == "The database is unavailable; retry shortly"
+            assert refused.headers["retry-after"]
+
+            # Another process brings the server back, as `just migrate` in a second terminal would.
+            code = f"import pathlib, app.db.server as s; s.start_embedded(pathlib.Path({str(data_dir)!r}))"
+            restart = [sys.executable, "-c", code]
+            await asyncio.to_thread(subprocess.run, restart, cwd=PROJECT_ROOT, check=True, timeout=60)
+            await poll(client, "/health", 200)
+            again = await client.post("/api/v1/register", json={**SIGN_UP, "username": "second", "email": "s@x.io"})
+            assert again.status_code == 201
+    finally:
+        stop_embedded(data_dir)
+
+
+async def test_instances_in_one_process_start_together(pg: Databases, empty_db: str) -> None:
+    settings = pg.settings(empty_db, **FAST_HASHING)
+
+    async def start_and_check() -> int:
+        async with live_server(create_app(settings)) as client:
+            return (await client.get("/health")).status_code
+
+    assert await asyncio.gather(*(start_and_check() for _ in range(3))) == [200, 200, 200]
+    assert len(await pg.fetch(empty_db, "SELECT name FROM roles")) == 3
+
+
+async def test_startup_without_migrating_refuses_a_database_behind_head(pg: Databases, empty_db: str) -> None:
+    settings = pg.settings(empty_db, **FAST_HASHING, migrate_on_startup=False)
+    with pytest.raises(BaseException) as refused:  # noqa: PT011  (the test client wraps it in a group)
+        async with AsyncTestClient(create_app(settings)):
+            pass
+    assert "is at no revision, not at the newest migration (0002); run `just migrate`" in "".join(
+        traceback.format_exception(refused.value)
+    )
+    assert await pg.fetch(empty_db, "SELECT 1 FROM information_schema.tables WHERE table_name = 'users'") == []
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def test_three_services_started_at_once_on_one_database(pg: Databases, empty_db: str) -> None:
+    ports = [free_port() for _ in range(3)]
+    base_env = {**pg.env(empty_db), **{k.upper(): str(v) for k, v in FAST_HASHING.items()}}
+    servers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "app", "serve"],
+            env={**base_env, "API_PORT": str(port)},
+            cwd=PROJECT_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for port in ports
+    ]
+    try:
+        for port in ports:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                await poll(client, "/health", 200, deadline=60)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports[0]}") as client:
+            assert (await client.post("/api/v1/register", json=SIGN_UP)).status_code == 201
+    finally:
+        for server in servers:
+            server.send_signal(signal.SIGINT)
+        outputs = [server.communicate(timeout=30)[0] for server in servers]
+    assert [server.returncode for server in servers] == [0, 0, 0], outputs
+    said = "\n".join(outputs)
+    assert "Traceback" not in said
+    assert "secret123" not in said
+    assert [r[0] for r in await pg.fetch(empty_db, "SELECT version_num FROM alembic_version")] == ["0002"]
+    assert sorted(r[0] for r in await pg.fetch(empty_db, "SELECT name FROM roles")) == ["admin", "moderator", "user"]
+
+
+def test_serve_explains_an_unreachable_server(pg: Databases) -> None:
+    env = {**pg.env("x"), "API_DB_HOST": "127.0.0.1", "API_DB_PORT": str(free_port())}
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "app", "serve"], env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1
+    assert "cannot reach PostgreSQL at 127.0.0.1" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert time.monotonic() - started < 30
