@@ -79,7 +79,7 @@ db-stop:
 
 # Run the test suite (arguments go to pytest)
 test *args:
-    uv run pytest "$@"
+    uv run pytest -n auto "$@"
 
 # Benchmark: hashing vs registration rate, health latency under load, peak memory of a burst
 bench:

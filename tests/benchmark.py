@@ -148,11 +148,6 @@ async def measure(port: int, pid: int, settings: Settings) -> None:
 
 def main() -> None:
     settings = get_settings()
-    hash_rate = raw_hash_rate(settings, hashes=24)
-    print(
-        f"raw Argon2id hashing ({settings.argon2_memory_kib // 1024} MiB, t={settings.argon2_time_cost}, "
-        f"p={settings.argon2_parallelism}) on {os.cpu_count()} cores: {hash_rate:6.1f}/s"
-    )
     with scratch_database(settings, "bench") as bench:
         port = free_port()
         env = {**os.environ, "API_DB_NAME": bench.api_db_name, "API_PORT": str(port)}
@@ -161,8 +156,7 @@ def main() -> None:
             env=env,
             cwd=PROJECT_ROOT,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
+            stderr=subprocess.DEVNULL,
         )
         try:
             asyncio.run(measure(port, server.pid, settings))
