@@ -41,6 +41,10 @@ history:
 seed:
     {{ app }} seed
 
+# Create the first admin (asks for the password twice; ADMIN_PASSWORD for automation); safe to repeat
+create-admin username email:
+    {{ app }} create-admin "$@"
+
 # Drop the API's tables and Alembic's, nothing else (asks first, --yes skips; backs up first)
 reset *flags:
     {{ app }} reset "$@"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -28,6 +29,8 @@ from app.db.scratch import scratch_database
 from app.db.server import embedded_bin_dir, stop_embedded
 from app.errors import SetupError
 from app.mlflow_server import run_mlflow_server
+from app.services.admins import create_admin, validated_account
+from app.services.passwords import password_hasher
 from app.services.seeder import RoleSeeder
 from app.settings import Settings, get_settings
 
@@ -229,6 +232,30 @@ def cmd_db_stop(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _admin_password(settings: Settings) -> str:
+    if settings.admin_password is not None:
+        return settings.admin_password.get_secret_value()
+    if not sys.stdin.isatty():
+        raise SetupError("no terminal to ask for the password: set ADMIN_PASSWORD for automation")
+    password = getpass.getpass("Admin password: ")
+    if password != getpass.getpass("Again: "):
+        raise SetupError("the two passwords differ; nothing changed")
+    return password
+
+
+def cmd_create_admin(args: argparse.Namespace, settings: Settings) -> int:
+    account = validated_account(args.username, args.email, _admin_password(settings))
+    revisions = Revisions(_config(settings))
+
+    async def create() -> str:
+        async with api_connection(settings) as connection:
+            report = await create_admin(AsyncSession(bind=connection), revisions, password_hasher(settings), account)
+            return report.summary()
+
+    print(asyncio.run(create()))
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from app.http.serve import serve  # the web stack loads only for this command
 
@@ -272,6 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("restore", cmd_restore, "restore the API database from a backup (the newest by default; asks first)")
     p.add_argument("file", nargs="?", help="an archive path, or a file name in the backup folder")
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    p = add("create-admin", cmd_create_admin, "create the first admin (password asked twice, or ADMIN_PASSWORD)")
+    p.add_argument("username")
+    p.add_argument("email")
     add("psql", cmd_psql, "open psql on the API database; other arguments go to psql")
     add("db-stop", cmd_db_stop, "stop the embedded PostgreSQL")
     p = add("mlflow", cmd_mlflow, "run an MLflow tracking server in MLflow's database (POSTGRES_DB)")

@@ -10,6 +10,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_JWT_SECRET = "development-only-secret-change-me-0123456789"  # noqa: S105  (refused outside development)
 
 
 class Settings(BaseSettings):
@@ -53,6 +54,16 @@ class Settings(BaseSettings):
     hash_workers: Annotated[int, Field(ge=0)] = 0
     hash_queue_seconds: Annotated[float, Field(gt=0)] = 30.0
 
+    # `development` accepts the example token secret; any other environment refuses to start with it.
+    environment: str = "development"
+    jwt_secret: SecretStr = SecretStr(EXAMPLE_JWT_SECRET)
+    access_token_minutes: Annotated[int, Field(ge=1)] = 30
+    # Sign-up and login attempts per client address and minute; Redis shares the count between instances.
+    rate_limit_per_minute: Annotated[int, Field(ge=1)] = 20
+    redis_url: str | None = None
+    # For automation: `just create-admin` takes the password from here instead of asking.
+    admin_password: SecretStr | None = None
+
     @model_validator(mode="after")
     def _api_db_is_not_mlflow_db(self) -> Settings:
         if self.api_db_name == self.postgres_db:
@@ -60,6 +71,17 @@ class Settings(BaseSettings):
                 f"API_DB_NAME and POSTGRES_DB are both '{self.api_db_name}': the API database must be "
                 "separate from MLflow's; set API_DB_NAME to another name"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _secret_is_not_the_example(self) -> Settings:
+        if self.environment != "development" and self.jwt_secret.get_secret_value() == EXAMPLE_JWT_SECRET:
+            raise ValueError(
+                f"JWT_SECRET is the example value and ENVIRONMENT is '{self.environment}'; set JWT_SECRET to a secret "
+                "of your own: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+        if len(self.jwt_secret.get_secret_value()) < 32:
+            raise ValueError("JWT_SECRET must be at least 32 characters")
         return self
 
     @property

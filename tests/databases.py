@@ -48,13 +48,25 @@ class Databases:
         self.address, self.fields = server_for_tests()
 
     def settings(self, database: str, **overrides: object) -> Settings:
-        values: dict[str, object] = {**self.fields, "api_db_name": database, **overrides}
+        # Tests sign up far more than a person would: the rate limit has tests of its own.
+        values: dict[str, object] = {
+            **self.fields,
+            "api_db_name": database,
+            "rate_limit_per_minute": 10**6,
+            **overrides,
+        }
         # model_validate skips the environment and `.env`: a test sees only what it sets.
         return Settings.model_validate(values)
 
     def env(self, database: str) -> dict[str, str]:
         """The environment a `python -m app` or `alembic` subprocess needs to use `database`."""
-        fields = {"api_db_host": "", "api_db_name": database, "postgres_db": "mlflow", **self.fields}
+        fields = {
+            "api_db_host": "",
+            "api_db_name": database,
+            "postgres_db": "mlflow",
+            "rate_limit_per_minute": str(10**6),
+            **self.fields,
+        }
         return {**os.environ, **{k.upper(): v for k, v in fields.items()}, "PYTHONPATH": str(PROJECT_ROOT)}
 
     def new_name(self, kind: str) -> str:

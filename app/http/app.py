@@ -15,8 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db.engine import create_api_engine
 from app.db.provision import prepare_api_database
+from app.http.auth import RATE_LIMIT_STORE, AccessTokens, build_jwt_auth, rate_limit, rate_limit_store
 from app.http.dependencies import provide_hashing, provide_session
 from app.http.errors import EXCEPTION_HANDLERS
+from app.http.routes.admin import grant, list_users, revoke, update_user
+from app.http.routes.auth import login, me
 from app.http.routes.health import health
 from app.http.routes.users import register
 from app.services.bootstrap import bootstrap_database
@@ -55,10 +58,19 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 hashing.close()
             await engine.dispose()
 
+    jwt_auth = build_jwt_auth(settings)
+    tokens = AccessTokens(jwt_auth)
     return Litestar(
-        route_handlers=[register, health],
+        route_handlers=[register, health, login, me, list_users, grant, revoke, update_user],
+        on_app_init=[jwt_auth.on_app_init],
+        middleware=[rate_limit(settings).middleware],
+        stores={RATE_LIMIT_STORE: rate_limit_store(settings)},
         lifespan=[lifespan],
-        dependencies={"session": Provide(provide_session), "hashing": Provide(provide_hashing, sync_to_thread=False)},
+        dependencies={
+            "session": Provide(provide_session),
+            "hashing": Provide(provide_hashing, sync_to_thread=False),
+            "tokens": Provide(lambda: tokens, sync_to_thread=False),
+        },
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         # The runner owns the root logger (`just serve` sets it up); unexpected errors are logged by our 500 handler.
         logging_config=LoggingConfig(configure_root_logger=False, log_exceptions="never"),

@@ -8,11 +8,12 @@ from typing import Any
 
 import sqlalchemy.exc
 from litestar import MediaType, Request, Response
-from litestar.exceptions import ValidationException
+from litestar.exceptions import TooManyRequestsException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from app.services.passwords import HashingOverloadedError
 from app.services.registration import AlreadyRegisteredError
+from app.services.roles import NotFoundError
 
 logger = logging.getLogger("app.http")
 
@@ -73,6 +74,17 @@ def on_database_error(request: Request[Any, Any, Any], exc: Exception) -> Respon
     return error_response(500, "Internal server error")
 
 
+def on_not_found(request: Request[Any, Any, Any], exc: NotFoundError) -> Response[Any]:
+    return error_response(404, str(exc))
+
+
+def on_rate_limited(request: Request[Any, Any, Any], exc: TooManyRequestsException) -> Response[Any]:
+    headers = dict(exc.headers or {})
+    # Litestar says when the window resets; Retry-After is the header clients and proxies act on.
+    headers["Retry-After"] = headers.get("RateLimit-Reset", "60")
+    return error_response(429, "Too many attempts from this address; retry later", headers=headers)
+
+
 def on_unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     logger.exception("unexpected error on %s %s", request.method, request.url.path)
     return error_response(500, "Internal server error")
@@ -82,6 +94,8 @@ EXCEPTION_HANDLERS = {
     HTTP_500_INTERNAL_SERVER_ERROR: on_unexpected_error,
     ValidationException: on_validation_error,
     AlreadyRegisteredError: on_already_registered,
+    NotFoundError: on_not_found,
+    TooManyRequestsException: on_rate_limited,
     HashingOverloadedError: on_hashing_overloaded,
     sqlalchemy.exc.SQLAlchemyError: on_database_error,
     OSError: on_database_error,

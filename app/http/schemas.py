@@ -9,6 +9,8 @@ import msgspec
 from email_validator import EmailNotValidError, validate_email
 from msgspec import Meta
 
+from app.repositories.users import UserRecord
+
 Username = Annotated[
     str,
     Meta(
@@ -57,3 +59,47 @@ class UserRead(msgspec.Struct):
 class Health(msgspec.Struct):
     status: str
     database: str
+
+
+class UserDetail(UserRead):
+    """A user as its owner and the admins see it."""
+
+    is_active: bool
+
+
+class UserPage(msgspec.Struct):
+    items: list[UserDetail]
+    total: int
+    page: int
+    page_size: int
+
+
+class UserUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    """What an admin may change on a user: only whether it is active."""
+
+    is_active: bool
+
+
+class LoginRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """A login by username or email."""
+
+    username: Annotated[str, Meta(min_length=1, max_length=320, description="username or email")]
+    password: Annotated[str, Meta(min_length=1, max_length=128)]
+
+
+class AccessToken(msgspec.Struct):
+    access_token: str
+    token_type: str
+    expires_in: Annotated[int, Meta(description="seconds")]
+
+
+def user_detail(user: UserRecord) -> UserDetail:
+    return UserDetail(
+        id=user.id,
+        username=user.username,
+        email=user.email,
+        full_name=user.full_name,
+        roles=user.roles,
+        created_at=user.created_at,
+        is_active=user.is_active,
+    )

@@ -33,3 +33,8 @@ class RoleRepository:
         """Every role name, alphabetically."""
         table = DBRole.__table__  # type: ignore[attr-defined]
         return list((await self.session.execute(sa.select(table.c.name).order_by(table.c.name))).scalars())
+
+    async def id_of(self, name: str) -> int | None:
+        """The id of the role called `name`, or None."""
+        table = DBRole.__table__  # type: ignore[attr-defined]
+        return (await self.session.execute(sa.select(table.c.id).where(table.c.name == name))).scalar_one_or_none()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import aggregate_order_by, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import DBRole, DBUser, UserRoleLink
@@ -24,11 +26,12 @@ class NewUser:
 
 
 @dataclass(frozen=True)
-class CreatedUser:
+class UserRecord:
     id: int
     username: str
     email: str
     full_name: str | None
+    is_active: bool
     roles: list[str]
     created_at: datetime
 
@@ -43,7 +46,7 @@ class UserRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def create_with_role(self, user: NewUser, role: str) -> CreatedUser:
+    async def create_with_role(self, user: NewUser, role: str) -> UserRecord:
         """Insert the user and grant `role` in one statement; unique indexes raise IntegrityError on a taken name."""
         inserted = (
             sa.insert(users)
@@ -71,11 +74,95 @@ class UserRepository:
         row = (await self.session.execute(statement)).one()
         if row[2] != 1:
             raise RoleMissingError(role)
-        return CreatedUser(
+        return UserRecord(
             id=row.id,
             username=user.username,
             email=user.email,
             full_name=user.full_name,
+            is_active=True,
             roles=[role],
             created_at=row.created_at,
         )
+
+    async def get(self, user_id: int) -> UserRecord | None:
+        """The user with its roles, or None."""
+        row = (await self.session.execute(_with_roles().where(users.c.id == user_id))).one_or_none()
+        return _record(row) if row else None
+
+    async def find_credentials(self, identifier: str) -> tuple[UserRecord, str] | None:
+        """The user whose username or email is `identifier` (ignoring case), with its password hash."""
+        wanted = sa.func.lower(identifier)
+        statement = (
+            _with_roles()
+            .add_columns(users.c.hashed_password)
+            .where(sa.or_(sa.func.lower(users.c.username) == wanted, sa.func.lower(users.c.email) == wanted))
+        )
+        row = (await self.session.execute(statement)).one_or_none()
+        return (_record(row), row.hashed_password) if row else None
+
+    async def page(self, *, role: str | None, offset: int, limit: int) -> tuple[list[UserRecord], int]:
+        """Users by id, optionally only those holding `role`, and how many there are in all."""
+        condition = sa.true()
+        if role is not None:
+            holders = (
+                sa.select(user_roles.c.user_id)
+                .join(roles, roles.c.id == user_roles.c.role_id)
+                .where(roles.c.name == role)
+            )
+            condition = users.c.id.in_(holders)
+        total = (
+            await self.session.execute(sa.select(sa.func.count()).select_from(users).where(condition))
+        ).scalar_one()
+        statement = _with_roles().where(condition).order_by(users.c.id).offset(offset).limit(limit)
+        rows = (await self.session.execute(statement)).all()
+        return [_record(row) for row in rows], total
+
+    async def grant(self, user_id: int, role_id: int) -> None:
+        """Give the user the role; granting a role it holds already changes nothing."""
+        statement = insert(user_roles).values(user_id=user_id, role_id=role_id).on_conflict_do_nothing()
+        await self.session.execute(statement)
+
+    async def revoke(self, user_id: int, role_id: int) -> None:
+        statement = sa.delete(user_roles).where(user_roles.c.user_id == user_id, user_roles.c.role_id == role_id)
+        await self.session.execute(statement)
+
+    async def set_active(self, user_id: int, active: bool) -> None:
+        await self.session.execute(sa.update(users).where(users.c.id == user_id).values(is_active=active))
+
+    async def set_password_hash(self, user_id: int, hashed_password: str) -> None:
+        await self.session.execute(
+            sa.update(users).where(users.c.id == user_id).values(hashed_password=hashed_password)
+        )
+
+
+def _with_roles() -> sa.Select[tuple[Any, ...]]:
+    role_names = sa.func.array_agg(aggregate_order_by(roles.c.name, roles.c.name)).filter(roles.c.name.is_not(None))
+    return (
+        sa.select(
+            users.c.id,
+            users.c.username,
+            users.c.email,
+            users.c.full_name,
+            users.c.is_active,
+            users.c.created_at,
+            role_names.label("roles"),
+        )
+        .select_from(
+            users.outerjoin(user_roles, user_roles.c.user_id == users.c.id).outerjoin(
+                roles, roles.c.id == user_roles.c.role_id
+            )
+        )
+        .group_by(users.c.id)
+    )
+
+
+def _record(row: sa.Row[Any]) -> UserRecord:
+    return UserRecord(
+        id=row.id,
+        username=row.username,
+        email=row.email,
+        full_name=row.full_name,
+        is_active=row.is_active,
+        roles=list(row.roles or []),
+        created_at=row.created_at,
+    )

@@ -8,11 +8,16 @@ import math
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
 
 from app.settings import Settings
+
+T = TypeVar("T")
 
 
 class HashingOverloadedError(Exception):
@@ -29,28 +34,33 @@ def _lower_thread_priority() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
 
 
+def password_hasher(settings: Settings) -> PasswordHasher:
+    """Argon2id with the configured cost."""
+    return PasswordHasher(
+        time_cost=settings.argon2_time_cost,
+        memory_cost=settings.argon2_memory_kib,
+        parallelism=settings.argon2_parallelism,
+    )
+
+
 class PasswordHashing:
     """Hashes passwords on one worker thread per core; beyond the queue limit it refuses instead of piling up."""
 
     def __init__(self, settings: Settings) -> None:
-        self.hasher = PasswordHasher(
-            time_cost=settings.argon2_time_cost,
-            memory_cost=settings.argon2_memory_kib,
-            parallelism=settings.argon2_parallelism,
-        )
+        self.hasher = password_hasher(settings)
         self.workers = settings.hash_workers or os.cpu_count() or 1
         self.queue_seconds = settings.hash_queue_seconds
         # Threads, not a bigger pool: each hash already uses every core through Argon2's lanes.
         self._executor = ThreadPoolExecutor(
             self.workers, thread_name_prefix="argon2", initializer=_lower_thread_priority
         )
-        self.seconds_per_hash = self._measure()
+        self.seconds_per_hash, self.dummy_hash = self._measure()
         self.pending = 0
 
-    def _measure(self) -> float:
+    def _measure(self) -> tuple[float, str]:
         started = time.perf_counter()
-        self.hasher.hash("calibration password")
-        return max(time.perf_counter() - started, 1e-4)
+        dummy = self.hasher.hash("calibration password")
+        return max(time.perf_counter() - started, 1e-4), dummy
 
     @property
     def queue_limit(self) -> int:
@@ -59,12 +69,29 @@ class PasswordHashing:
 
     async def hash(self, password: str) -> str:
         """The Argon2id hash of `password`; raises HashingOverloadedError when the queue is full."""
+        return await self._run(self.hasher.hash, password)
+
+    async def verify(self, hashed: str | None, password: str) -> bool:
+        """Whether `password` matches `hashed`; with no hash, checks a dummy so an unknown user costs the same."""
+        return await self._run(self._verify, hashed, password)
+
+    def needs_rehash(self, hashed: str) -> bool:
+        """True when `hashed` was made with other parameters than the current ones."""
+        return self.hasher.check_needs_rehash(hashed)
+
+    def _verify(self, hashed: str | None, password: str) -> bool:
+        try:
+            return self.hasher.verify(hashed or self.dummy_hash, password) and hashed is not None
+        except (VerificationError, InvalidHashError):
+            return False
+
+    async def _run(self, function: Callable[..., T], *args: Any) -> T:
         if self.pending >= self.queue_limit:
             raise HashingOverloadedError(math.ceil(self.pending * self.seconds_per_hash / self.workers))
         self.pending += 1
         try:
             # A waiting call is only a queued function: it holds no hash memory until a worker takes it.
-            return await asyncio.get_running_loop().run_in_executor(self._executor, self.hasher.hash, password)
+            return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
         finally:
             self.pending -= 1
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.repositories.users import CreatedUser, NewUser, UserRepository
+from app.repositories.users import NewUser, UserRecord, UserRepository
 from app.roles import RoleName
 from app.services.passwords import PasswordHashing
 
@@ -29,7 +29,7 @@ async def register_user(
     email: str,
     password: str,
     full_name: str | None,
-) -> CreatedUser:
+) -> UserRecord:
     """Create a user with the `user` role; raises AlreadyRegisteredError when the name or email is taken."""
     # The session has not touched the pool yet: no connection is held while the hash waits or runs.
     hashed_password = await hashing.hash(password)

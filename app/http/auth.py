@@ -1,0 +1,85 @@
+"""Who is calling: JWT bearer tokens (Litestar's JWTAuth), role guards, and per-address rate limits."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from litestar.connection import ASGIConnection
+from litestar.exceptions import PermissionDeniedException
+from litestar.handlers.base import BaseRouteHandler
+from litestar.middleware.rate_limit import RateLimitConfig
+from litestar.security.jwt import JWTAuth, Token
+from litestar.stores.base import Store
+from litestar.stores.memory import MemoryStore
+from litestar.stores.redis import RedisStore
+from litestar.types import Guard
+
+from app.repositories.users import UserRecord
+from app.roles import RoleName
+from app.services.auth import load_user
+from app.settings import Settings
+
+PUBLIC_PATHS = ["^/api/v1/login$", "^/api/v1/register$", "^/health$", "^/schema"]
+THROTTLED_PATHS = frozenset({"/api/v1/login", "/api/v1/register"})
+RATE_LIMIT_STORE = "rate_limit"
+
+
+async def retrieve_user(token: Token, connection: ASGIConnection[Any, Any, Any, Any]) -> UserRecord | None:
+    """The token's user, read fresh so a deactivation or a role change counts at once."""
+    try:
+        user_id = int(token.sub)
+    except ValueError:
+        return None
+    return await load_user(connection.app.state.sessionmaker, user_id)
+
+
+def build_jwt_auth(settings: Settings) -> JWTAuth[UserRecord]:
+    return JWTAuth[UserRecord](
+        retrieve_user_handler=retrieve_user,
+        token_secret=settings.jwt_secret.get_secret_value(),
+        default_token_expiration=timedelta(minutes=settings.access_token_minutes),
+        exclude=PUBLIC_PATHS,
+    )
+
+
+class AccessTokens:
+    """Issues signed bearer tokens; a plain class, so handlers can have it injected."""
+
+    def __init__(self, jwt_auth: JWTAuth[UserRecord]) -> None:
+        self._jwt_auth = jwt_auth
+
+    @property
+    def lifetime_seconds(self) -> int:
+        return int(self._jwt_auth.default_token_expiration.total_seconds())
+
+    def issue(self, user: UserRecord) -> str:
+        return self._jwt_auth.create_token(identifier=str(user.id))
+
+
+def require_role(*allowed: RoleName) -> Guard:
+    """A guard that lets through users holding any of `allowed`; others get 403."""
+    names = {str(role) for role in allowed}
+
+    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        user: UserRecord = connection.user
+        if not names & set(user.roles):
+            raise PermissionDeniedException(f"This needs the role {' or '.join(sorted(names))}")
+
+    return guard
+
+
+def rate_limit(settings: Settings) -> RateLimitConfig:
+    """Sign-up and login attempts per client address and minute."""
+    return RateLimitConfig(
+        rate_limit=("minute", settings.rate_limit_per_minute),
+        check_throttle_handler=lambda request: request.url.path in THROTTLED_PATHS,
+        store=RATE_LIMIT_STORE,
+    )
+
+
+def rate_limit_store(settings: Settings) -> Store:
+    """In memory for one instance; Redis when REDIS_URL is set, so several instances share one count."""
+    if settings.redis_url:
+        return RedisStore.with_client(url=settings.redis_url, namespace=f"{settings.api_db_name}:rate-limit")
+    return MemoryStore()

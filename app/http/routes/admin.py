@@ -1,0 +1,50 @@
+"""Admin endpoints: list users, grant and revoke roles, (de)activate users."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from litestar import delete, get, patch, put
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody, Parameter
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.http.auth import require_role
+from app.http.schemas import UserDetail, UserPage, UserUpdate, user_detail
+from app.repositories.users import UserRepository
+from app.roles import RoleName
+from app.services.roles import grant_role, revoke_role, set_active
+
+admins = [require_role(RoleName.ADMIN)]
+staff = [require_role(RoleName.ADMIN, RoleName.MODERATOR)]
+Session = NamedDependency[AsyncSession]
+
+
+@get("/api/v1/users", summary="List users", guards=staff)
+async def list_users(
+    session: Session,
+    role: Annotated[str | None, Parameter(description="only users holding this role")] = None,
+    page: Annotated[int, Parameter(ge=1)] = 1,
+    page_size: Annotated[int, Parameter(ge=1, le=100)] = 20,
+) -> UserPage:
+    """Users by id, a page at a time (admins and moderators)."""
+    users, total = await UserRepository(session).page(role=role, offset=(page - 1) * page_size, limit=page_size)
+    return UserPage(items=[user_detail(user) for user in users], total=total, page=page, page_size=page_size)
+
+
+@put("/api/v1/users/{user_id:int}/roles/{role:str}", summary="Grant a role", guards=admins)
+async def grant(session: Session, user_id: FromPath[int], role: FromPath[str]) -> UserDetail:
+    """Give the user the role (admins only); granting a role held already changes nothing."""
+    return user_detail(await grant_role(session, user_id, role))
+
+
+@delete("/api/v1/users/{user_id:int}/roles/{role:str}", summary="Revoke a role", guards=admins, status_code=200)
+async def revoke(session: Session, user_id: FromPath[int], role: FromPath[str]) -> UserDetail:
+    """Take the role from the user (admins only)."""
+    return user_detail(await revoke_role(session, user_id, role))
+
+
+@patch("/api/v1/users/{user_id:int}", summary="Activate or deactivate a user", guards=admins)
+async def update_user(session: Session, user_id: FromPath[int], data: JSONBody[UserUpdate]) -> UserDetail:
+    """Deactivate (or reactivate) a user (admins only); a deactivated user's tokens stop working at once."""
+    return user_detail(await set_active(session, user_id, data.is_active))

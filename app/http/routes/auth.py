@@ -1,0 +1,48 @@
+"""POST /api/v1/login and GET /api/v1/me."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, get, post
+from litestar.datastructures import State
+from litestar.di import NamedDependency
+from litestar.exceptions import NotAuthorizedException
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import JSONBody
+from litestar.security.jwt import Token
+
+from app.http.auth import AccessTokens
+from app.http.schemas import AccessToken, LoginRequest, UserDetail, user_detail
+from app.repositories.users import UserRecord
+from app.services.auth import authenticate
+
+BAD_CREDENTIALS = "Invalid username or password"
+
+
+@post(
+    "/api/v1/login",
+    summary="Log in",
+    status_code=200,
+    responses={
+        401: ResponseSpec(dict[str, Any], description=BAD_CREDENTIALS, generate_examples=False),
+        429: ResponseSpec(dict[str, Any], description="Too many attempts; see Retry-After", generate_examples=False),
+    },
+)
+async def login(data: JSONBody[LoginRequest], state: State, tokens: NamedDependency[AccessTokens]) -> AccessToken:
+    """Exchange a username (or email) and password for a bearer token."""
+    user = await authenticate(state.sessionmaker, state.hashing, data.username, data.password)
+    if user is None:
+        # One answer for unknown users, wrong passwords and inactive users alike.
+        raise NotAuthorizedException(BAD_CREDENTIALS)
+    return AccessToken(
+        access_token=tokens.issue(user),
+        token_type="bearer",  # noqa: S106  (the OAuth 2 token type, not a secret)
+        expires_in=tokens.lifetime_seconds,
+    )
+
+
+@get("/api/v1/me", summary="The current user")
+async def me(request: Request[UserRecord, Token, Any]) -> UserDetail:
+    """The user the bearer token belongs to, with its roles."""
+    return user_detail(request.user)

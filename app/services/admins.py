@@ -1,0 +1,73 @@
+"""`just create-admin`: the first admin account, created once and confirmed on later runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import msgspec
+from argon2 import PasswordHasher
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.guard import check_database_is_ours
+from app.db.migrations import Revisions, require_head
+from app.errors import SetupError
+from app.http.schemas import UserCreate
+from app.repositories.roles import RoleRepository
+from app.repositories.users import NewUser, UserRepository
+from app.roles import RoleName
+
+
+@dataclass(frozen=True)
+class AdminReport:
+    username: str
+    created: bool
+    granted: bool
+
+    def summary(self) -> str:
+        if self.created:
+            return f"Created admin '{self.username}'."
+        if self.granted:
+            return f"User '{self.username}' existed; granted it the admin role (password unchanged)."
+        return f"User '{self.username}' is an admin already; nothing changed."
+
+
+def validated_account(username: str, email: str, password: str) -> UserCreate:
+    """The same rules as sign-up; raises SetupError naming what is wrong."""
+    try:
+        return msgspec.convert({"username": username, "email": email, "password": password}, UserCreate)
+    except msgspec.ValidationError as exc:
+        raise SetupError(f"invalid admin account: {exc}") from exc
+
+
+async def create_admin(
+    session: AsyncSession, revisions: Revisions, hasher: PasswordHasher, account: UserCreate
+) -> AdminReport:
+    """Create the account with roles `user` and `admin`, or grant `admin` to the existing one; idempotent."""
+    connection = await session.connection()
+    await connection.run_sync(check_database_is_ours, revisions.known)
+    await connection.run_sync(require_head, revisions.heads)
+    admin_role = await RoleRepository(session).id_of(RoleName.ADMIN)
+    if admin_role is None:
+        raise SetupError("the admin role does not exist yet; run `just seed` first")
+    users = UserRepository(session)
+    found = await users.find_credentials(account.username) or await users.find_credentials(account.email)
+    if found is not None:
+        user, _ = found
+        if (user.username.lower(), user.email) != (account.username.lower(), account.email):
+            raise SetupError(
+                f"username '{account.username}' or email '{account.email}' belongs to another account "
+                f"('{user.username}', {user.email}); nothing changed"
+            )
+        if RoleName.ADMIN in user.roles:
+            return AdminReport(user.username, created=False, granted=False)
+        await users.grant(user.id, admin_role)
+        return AdminReport(user.username, created=False, granted=True)
+    new = NewUser(
+        username=account.username,
+        email=account.email,
+        full_name=account.full_name,
+        hashed_password=hasher.hash(account.password),
+    )
+    created = await users.create_with_role(new, RoleName.USER)
+    await users.grant(created.id, admin_role)
+    return AdminReport(created.username, created=True, granted=True)

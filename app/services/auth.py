@@ -1,0 +1,37 @@
+"""Logging in: verify a password off the event loop, with no database connection held while it runs."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.repositories.users import UserRecord, UserRepository
+from app.services.passwords import PasswordHashing
+
+
+async def authenticate(
+    sessions: async_sessionmaker[AsyncSession], hashing: PasswordHashing, identifier: str, password: str
+) -> UserRecord | None:
+    """The active user whose username or email and password match, else None.
+
+    Unknown users, wrong passwords and inactive users all cost one Argon2 verification, so timing tells nothing.
+    A hash made with older parameters is replaced by one with the current parameters.
+    """
+    async with sessions.begin() as session:
+        found = await UserRepository(session).find_credentials(identifier)
+    user, hashed = found if found else (None, None)
+    if not await hashing.verify(hashed, password) or user is None or hashed is None:
+        return None
+    if not user.is_active:
+        return None
+    if hashing.needs_rehash(hashed):
+        fresh = await hashing.hash(password)
+        async with sessions.begin() as session:
+            await UserRepository(session).set_password_hash(user.id, fresh)
+    return user
+
+
+async def load_user(sessions: async_sessionmaker[AsyncSession], user_id: int) -> UserRecord | None:
+    """The active user behind a token, with its current roles; None once deactivated or deleted."""
+    async with sessions.begin() as session:
+        user = await UserRepository(session).get(user_id)
+    return user if user is not None and user.is_active else None

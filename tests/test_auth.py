@@ -1,0 +1,254 @@
+"""Login, tokens, the current user, role management and the first admin."""
+
+from __future__ import annotations
+
+import socket
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jwt
+import pytest
+from argon2 import PasswordHasher
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+from pydantic import ValidationError
+
+from app.http.app import create_app
+from app.settings import EXAMPLE_JWT_SECRET, Settings
+from tests.conftest import FAST_HASHING
+from tests.databases import Databases, run_app
+
+Client = AsyncTestClient[Litestar]
+PASSWORD = "secret123"
+
+
+async def sign_up(client: Client, name: str) -> int:
+    body = {"username": name, "email": f"{name}@example.com", "password": PASSWORD}
+    response = await client.post("/api/v1/register", json=body)
+    assert response.status_code == 201, response.text
+    user_id: int = response.json()["id"]
+    return user_id
+
+
+async def log_in(client: Client, name: str, password: str = PASSWORD) -> dict[str, str]:
+    response = await client.post("/api/v1/login", json={"username": name, "password": password})
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+
+async def grant_directly(pg: Databases, db: str, user_id: int, role: str) -> None:
+    await pg.fetch(db, "INSERT INTO user_roles SELECT $1, id FROM roles WHERE name = $2", user_id, role)
+
+
+async def test_login_by_username_or_email_then_me(client: Client) -> None:
+    await sign_up(client, "alice")
+    response = await client.post("/api/v1/login", json={"username": "alice", "password": PASSWORD})
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["token_type"], body["expires_in"]) == ("bearer", 30 * 60)
+    by_email = await log_in(client, "ALICE@example.com")
+    me = await client.get("/api/v1/me", headers=by_email)
+    assert me.status_code == 200
+    assert (me.json()["username"], me.json()["roles"], me.json()["is_active"]) == ("alice", ["user"], True)
+
+
+async def test_wrong_password_and_unknown_user_get_the_same_401(client: Client) -> None:
+    await sign_up(client, "alice")
+    wrong = await client.post("/api/v1/login", json={"username": "alice", "password": "not the password"})
+    unknown = await client.post("/api/v1/login", json={"username": "nobody", "password": PASSWORD})
+    assert wrong.status_code == unknown.status_code == 401
+    assert wrong.json() == unknown.json() == {"status_code": 401, "detail": "Invalid username or password"}
+
+
+async def test_unknown_users_cost_a_verification_too(pg: Databases, api_db: str) -> None:
+    slow = {**FAST_HASHING, "argon2_time_cost": 60}  # a hash long enough to dominate the request
+    app = create_app(pg.settings(api_db, **slow))
+    async with AsyncTestClient(app) as client:
+        started = time.perf_counter()
+        response = await client.post("/api/v1/login", json={"username": "nobody", "password": "wrong password"})
+        elapsed = time.perf_counter() - started
+        one_hash = app.state.hashing.seconds_per_hash
+    assert response.status_code == 401
+    # A busy machine only makes the request slower: answering faster than half a hash means none was computed.
+    assert elapsed > 0.5 * one_hash, (elapsed, one_hash)
+
+
+async def test_inactive_users_cannot_log_in_and_their_tokens_stop(client: Client, pg: Databases, api_db: str) -> None:
+    user_id = await sign_up(client, "alice")
+    headers = await log_in(client, "alice")
+    await pg.fetch(api_db, "UPDATE users SET is_active = false WHERE id = $1", user_id)
+    refused = await client.post("/api/v1/login", json={"username": "alice", "password": PASSWORD})
+    assert refused.status_code == 401
+    assert (await client.get("/api/v1/me", headers=headers)).status_code == 401
+
+
+async def test_an_old_hash_is_upgraded_on_login(client: Client, pg: Databases, api_db: str) -> None:
+    user_id = await sign_up(client, "alice")
+    old = PasswordHasher(time_cost=1, memory_cost=512, parallelism=1).hash(PASSWORD)
+    await pg.fetch(api_db, "UPDATE users SET hashed_password = $1 WHERE id = $2", old, user_id)
+    await log_in(client, "alice")
+    (row,) = await pg.fetch(api_db, "SELECT hashed_password FROM users WHERE id = $1", user_id)
+    assert row[0] != old
+    assert f"m={FAST_HASHING['argon2_memory_kib']},t={FAST_HASHING['argon2_time_cost']}" in row[0]
+
+
+def forged(secret: str, sub: str, expires: datetime) -> dict[str, str]:
+    claims = {"sub": sub, "exp": int(expires.timestamp()), "iat": int(time.time()) - 3600}
+    return {"Authorization": f"Bearer {jwt.encode(claims, secret, algorithm='HS256')}"}
+
+
+@pytest.mark.parametrize("case", ["missing", "malformed", "expired", "other key"])
+async def test_me_refuses_a_bad_token(client: Client, case: str) -> None:
+    user_id = await sign_up(client, "alice")
+    soon, past = datetime.now(UTC) + timedelta(minutes=5), datetime.now(UTC) - timedelta(minutes=5)
+    headers = {
+        "missing": {},
+        "malformed": {"Authorization": "Bearer not.a.token"},
+        "expired": forged(EXAMPLE_JWT_SECRET, str(user_id), past),
+        "other key": forged("another-secret-of-at-least-32-characters!!", str(user_id), soon),
+    }[case]
+    response = await client.get("/api/v1/me", headers=headers)
+    assert response.status_code == 401
+    assert set(response.json()) >= {"status_code", "detail"}
+
+
+@pytest.fixture
+async def people(client: Client, pg: Databases, api_db: str) -> dict[str, Any]:
+    """An admin, a moderator and a regular user, each logged in."""
+    ids = {name: await sign_up(client, name) for name in ("root", "mod", "joe")}
+    await grant_directly(pg, api_db, ids["root"], "admin")
+    await grant_directly(pg, api_db, ids["mod"], "moderator")
+    return {"ids": ids, "auth": {name: await log_in(client, name) for name in ids}}
+
+
+async def test_admin_lists_users_by_page_and_role(client: Client, people: dict[str, Any]) -> None:
+    admin = people["auth"]["root"]
+    first = (await client.get("/api/v1/users?page=1&page_size=2", headers=admin)).json()
+    assert (first["total"], first["page"], first["page_size"]) == (3, 1, 2)
+    assert [u["username"] for u in first["items"]] == ["root", "mod"]
+    second = (await client.get("/api/v1/users?page=2&page_size=2", headers=admin)).json()
+    assert [u["username"] for u in second["items"]] == ["joe"]
+    admins = (await client.get("/api/v1/users?role=admin", headers=admin)).json()
+    assert [u["username"] for u in admins["items"]] == ["root"]
+    assert "hashed_password" not in str(first)
+
+
+async def test_moderator_lists_but_cannot_change_roles(client: Client, people: dict[str, Any]) -> None:
+    moderator, joe = people["auth"]["mod"], people["ids"]["joe"]
+    assert (await client.get("/api/v1/users", headers=moderator)).status_code == 200
+    assert (await client.put(f"/api/v1/users/{joe}/roles/moderator", headers=moderator)).status_code == 403
+    assert (await client.patch(f"/api/v1/users/{joe}", json={"is_active": False}, headers=moderator)).status_code == 403
+
+
+async def test_a_user_cannot_grant_itself_admin(
+    client: Client, people: dict[str, Any], pg: Databases, api_db: str
+) -> None:
+    joe, joe_id = people["auth"]["joe"], people["ids"]["joe"]
+    assert (await client.get("/api/v1/users", headers=joe)).status_code == 403
+    response = await client.put(f"/api/v1/users/{joe_id}/roles/admin", headers=joe)
+    assert response.status_code == 403
+    assert response.json()["detail"] == "This needs the role admin"
+    roles = await pg.fetch(
+        api_db, "SELECT r.name FROM user_roles u JOIN roles r ON r.id = u.role_id WHERE user_id=$1", joe_id
+    )
+    assert [r[0] for r in roles] == ["user"]
+
+
+async def test_admin_grants_revokes_and_deactivates(client: Client, people: dict[str, Any]) -> None:
+    admin, joe, joe_id = people["auth"]["root"], people["auth"]["joe"], people["ids"]["joe"]
+    granted = await client.put(f"/api/v1/users/{joe_id}/roles/moderator", headers=admin)
+    assert (granted.status_code, granted.json()["roles"]) == (200, ["moderator", "user"])
+    again = await client.put(f"/api/v1/users/{joe_id}/roles/moderator", headers=admin)
+    assert again.json()["roles"] == ["moderator", "user"]
+    assert (await client.get("/api/v1/users", headers=joe)).status_code == 200  # the new role counts at once
+    revoked = await client.delete(f"/api/v1/users/{joe_id}/roles/moderator", headers=admin)
+    assert (revoked.status_code, revoked.json()["roles"]) == (200, ["user"])
+    assert (await client.put(f"/api/v1/users/{joe_id}/roles/owner", headers=admin)).status_code == 404
+    assert (await client.put("/api/v1/users/9999/roles/admin", headers=admin)).status_code == 404
+    off = await client.patch(f"/api/v1/users/{joe_id}", json={"is_active": False}, headers=admin)
+    assert (off.status_code, off.json()["is_active"]) == (200, False)
+    assert (await client.get("/api/v1/me", headers=joe)).status_code == 401
+    assert (await client.patch(f"/api/v1/users/{joe_id}", json={"roles": ["admin"]}, headers=admin)).status_code == 400
+
+
+def test_create_admin_is_idempotent(pg: Databases, api_db: str) -> None:
+    env = {
+        **pg.env(api_db),
+        "ADMIN_PASSWORD": "admin password 1",
+        **{k.upper(): str(v) for k, v in FAST_HASHING.items()},
+    }
+    assert run_app(["seed"], env).returncode == 0
+    first = run_app(["create-admin", "boss", "Boss@Example.com"], env)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip() == "Created admin 'boss'."
+    second = run_app(["create-admin", "boss", "boss@example.com"], env)
+    assert second.stdout.strip() == "User 'boss' is an admin already; nothing changed."
+    rows = pg.query(
+        api_db,
+        "SELECT r.name FROM users u JOIN user_roles ur ON ur.user_id = u.id JOIN roles r ON r.id = ur.role_id "
+        "WHERE u.username = 'boss' ORDER BY r.name",
+    )
+    assert [r[0] for r in rows] == ["admin", "user"]
+    assert "admin password 1" not in first.stdout + first.stderr + second.stdout + second.stderr
+
+
+def test_create_admin_without_a_password_source_is_refused(pg: Databases, api_db: str) -> None:
+    result = run_app(["create-admin", "boss", "boss@example.com"], pg.env(api_db), stdin="")
+    assert result.returncode == 1
+    assert "set ADMIN_PASSWORD" in result.stderr
+    assert pg.query(api_db, "SELECT 1 FROM users") == []
+
+
+def test_create_admin_checks_the_account_like_sign_up(pg: Databases, api_db: str) -> None:
+    env = {**pg.env(api_db), "ADMIN_PASSWORD": "short"}
+    result = run_app(["create-admin", "boss", "not-an-email"], env)
+    assert result.returncode == 1
+    assert "invalid admin account" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+async def test_login_and_register_are_rate_limited_per_address(pg: Databases, api_db: str) -> None:
+    async with AsyncTestClient(create_app(pg.settings(api_db, **FAST_HASHING, rate_limit_per_minute=3))) as client:
+        codes = [
+            (await client.post("/api/v1/login", json={"username": "x", "password": "y"})).status_code for _ in range(4)
+        ]
+        limited = await client.post(
+            "/api/v1/register", json={"username": "abc", "email": "a@b.io", "password": "p" * 8}
+        )
+        health = await client.get("/health")
+    assert codes == [401, 401, 401, 429]
+    assert limited.status_code == 429
+    assert int(limited.headers["retry-after"]) > 0
+    assert health.status_code == 200  # only sign-up and login are limited
+
+
+def redis_answers() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not redis_answers(), reason="no Redis on 127.0.0.1:6379 to share the rate limit through")
+async def test_two_instances_share_the_limit_through_redis(pg: Databases, api_db: str) -> None:
+    settings = pg.settings(api_db, **FAST_HASHING, rate_limit_per_minute=4, redis_url="redis://127.0.0.1:6379/0")
+    attempt = {"username": "x", "password": "y"}
+    async with AsyncTestClient(create_app(settings)) as first, AsyncTestClient(create_app(settings)) as second:
+        codes = [
+            (await c.post("/api/v1/login", json=attempt)).status_code for c in (first, second, first, second, first)
+        ]
+    assert codes == [401, 401, 401, 401, 429]
+
+
+def test_the_example_secret_is_refused_outside_development() -> None:
+    with pytest.raises(ValidationError, match="JWT_SECRET is the example value"):
+        Settings.model_validate({"environment": "production"})
+    assert Settings.model_validate({"environment": "production", "jwt_secret": "s" * 40}).environment == "production"
+
+
+def test_serve_refuses_to_start_with_the_example_secret(pg: Databases) -> None:
+    result = run_app(["serve"], {**pg.env("x"), "ENVIRONMENT": "production"})
+    assert result.returncode == 2
+    assert "JWT_SECRET is the example value" in result.stderr
