@@ -83,7 +83,7 @@ db-stop:
 
 # Run the test suite (arguments go to pytest)
 test *args:
-    uv run pytest -n auto "$@"
+    uv run pytest -n auto --maxprocesses 4 "$@"
 
 # Benchmark: hashing vs registration rate, health latency under load, peak memory of a burst
 bench:

@@ -8,6 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from alembic import context
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import SQLModel
 
@@ -17,10 +18,16 @@ from app.db.migrations import Revisions, take_migration_lock
 from app.db.models import API_TABLES
 from app.db.provision import prepare_api_database
 from app.db.timeouts import set_migration_timeouts, timeout_statements, timeouts_explained
+from app.errors import SetupError
 from app.settings import Settings, get_settings
 
 config = context.config
-settings: Settings = config.attributes.get("settings") or get_settings()
+try:
+    settings: Settings = config.attributes.get("settings") or get_settings()
+except ValidationError as exc:
+    # Plain `alembic` then prints `FAILED: <why>` instead of pydantic's traceback.
+    reasons = "; ".join(error["msg"].removeprefix("Value error, ") for error in exc.errors())
+    raise SetupError(f"invalid settings: {reasons}") from None
 
 if config.config_file_name is not None and config.attributes.get("configure_logging", True):
     # Keep the loggers that exist already (uvicorn's, the app's) when migrations run in-process.

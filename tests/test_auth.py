@@ -252,3 +252,13 @@ def test_serve_refuses_to_start_with_the_example_secret(pg: Databases) -> None:
     result = run_app(["serve"], {**pg.env("x"), "ENVIRONMENT": "production"})
     assert result.returncode == 2
     assert "JWT_SECRET is the example value" in result.stderr
+
+
+async def test_a_users_location_is_readable_by_itself_and_staff(client: Client, people: dict[str, Any]) -> None:
+    joe_id, auth = people["ids"]["joe"], people["auth"]
+    location = f"/api/v1/users/{joe_id}"
+    assert (await client.get(location, headers=auth["joe"])).json()["username"] == "joe"
+    assert (await client.get(location, headers=auth["mod"])).status_code == 200
+    assert (await client.get(f"/api/v1/users/{people['ids']['root']}", headers=auth["joe"])).status_code == 403
+    assert (await client.get("/api/v1/users/9999", headers=auth["root"])).status_code == 404
+    assert (await client.get(location)).status_code == 401

@@ -173,3 +173,18 @@ async def test_no_connection_is_held_while_the_password_hashes(pg: Databases, ap
                 await asyncio.sleep(0.001)
         assert app.state.engine.pool.checkedout() == 0
         assert (await signing_up).status_code == 201
+
+
+async def test_a_failing_insert_logs_no_password_or_hash(
+    pg: Databases, api_db: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A constraint other than the unique names: the error is logged as a bug, and must not carry the row's values.
+    await pg.fetch(api_db, "ALTER TABLE users ADD CONSTRAINT ck_users_no_bob CHECK (username <> 'bob')")
+    caplog.set_level(logging.DEBUG)
+    async with AsyncTestClient(create_app(pg.settings(api_db, **FAST_HASHING))) as client:
+        response = await client.post("/api/v1/register", json={**GUIDE_EXAMPLE, "username": "bob"})
+    assert response.status_code == 500
+    assert response.json() == {"status_code": 500, "detail": "Internal server error"}
+    assert "ck_users_no_bob" in caplog.text  # the bug is there to see
+    assert "secret123" not in caplog.text
+    assert "$argon2" not in caplog.text

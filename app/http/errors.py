@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import traceback
 from typing import Any
 
 import sqlalchemy.exc
@@ -70,7 +71,17 @@ def on_database_error(request: Request[Any, Any, Any], exc: Exception) -> Respon
         return error_response(
             503, "The database is unavailable; retry shortly", headers={"Retry-After": str(DATABASE_RETRY_AFTER)}
         )
-    logger.exception("database error on %s %s", request.method, request.url.path)
+    # PostgreSQL's message can quote the failing row (a password hash among it): log where and what, not that.
+    driver_error = getattr(getattr(exc, "orig", None), "__cause__", None)
+    logger.error(
+        "database error on %s %s: %s (sqlstate %s, constraint %s)\n%s",
+        request.method,
+        request.url.path,
+        type(driver_error or exc).__name__,
+        getattr(driver_error, "sqlstate", None),
+        getattr(driver_error, "constraint_name", None),
+        "".join(traceback.format_tb(exc.__traceback__)),
+    )
     return error_response(500, "Internal server error")
 
 

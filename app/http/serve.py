@@ -6,28 +6,36 @@ import asyncio
 import logging
 import signal
 
+import sqlalchemy as sa
 import uvicorn
 
-from app.db.engine import api_connection
+from app.db.engine import create_api_engine
 from app.db.migrations import show_migration_steps
+from app.db.provision import prepare_api_database
 from app.http.app import create_app
+from app.services.bootstrap import bootstrap_database
 from app.settings import Settings
 
 
-async def _reachable(settings: Settings) -> None:
-    # Starts the embedded server and creates the database now, so a failure is a one-line CLI error
-    # rather than a lifespan traceback.
-    async with api_connection(settings):
-        pass
+async def _prepare(settings: Settings) -> str:
+    # The startup hook's work, done once before uvicorn starts: a refused database, a schema behind head or a
+    # lock timeout then ends `just serve` with a one-line error instead of a lifespan traceback.
+    address = await prepare_api_database(settings)
+    engine = create_api_engine(address, settings, poolclass=sa.NullPool)
+    try:
+        return (await bootstrap_database(engine, settings)).summary()
+    finally:
+        await engine.dispose()
 
 
 def serve(settings: Settings) -> None:
     """Run the service on API_HOST:API_PORT until interrupted."""
-    asyncio.run(_reachable(settings))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
     show_migration_steps()
     where = "embedded PostgreSQL" if settings.embedded else f"{settings.api_db_host}:{settings.api_db_port}"
-    logging.getLogger("app").info("API database '%s' on %s", settings.api_db_name, where)
+    logger = logging.getLogger("app")
+    logger.info("API database '%s' on %s", settings.api_db_name, where)
+    logger.info("%s", asyncio.run(_prepare(settings)))
     try:
         uvicorn.run(
             create_app(settings),

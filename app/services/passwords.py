@@ -28,7 +28,7 @@ class HashingOverloadedError(Exception):
         self.retry_after = retry_after
 
 
-def _lower_thread_priority() -> None:
+def lower_thread_priority() -> None:
     # Argon2's lane threads inherit this, so the event loop wins the CPU when both want it.
     with contextlib.suppress(AttributeError, OSError):
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
@@ -52,7 +52,7 @@ class PasswordHashing:
         self.queue_seconds = settings.hash_queue_seconds
         # Threads, not a bigger pool: each hash already uses every core through Argon2's lanes.
         self._executor = ThreadPoolExecutor(
-            self.workers, thread_name_prefix="argon2", initializer=_lower_thread_priority
+            self.workers, thread_name_prefix="argon2", initializer=lower_thread_priority
         )
         self.seconds_per_hash, self.dummy_hash = self._measure()
         self.pending = 0

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from litestar import delete, get, patch, put
+from litestar import Request, delete, get, patch, put
 from litestar.di import NamedDependency
+from litestar.exceptions import PermissionDeniedException
 from litestar.params import FromPath, JSONBody, Parameter
+from litestar.security.jwt import Token
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.http.auth import require_role
 from app.http.schemas import UserDetail, UserPage, UserUpdate, user_detail
-from app.repositories.users import UserRepository
+from app.repositories.users import UserRecord, UserRepository
 from app.roles import RoleName
-from app.services.roles import grant_role, revoke_role, set_active
+from app.services.roles import NotFoundError, grant_role, revoke_role, set_active
 
+STAFF = {str(RoleName.ADMIN), str(RoleName.MODERATOR)}
 admins = [require_role(RoleName.ADMIN)]
 staff = [require_role(RoleName.ADMIN, RoleName.MODERATOR)]
 Session = NamedDependency[AsyncSession]
@@ -30,6 +33,17 @@ async def list_users(
     """Users by id, a page at a time (admins and moderators)."""
     users, total = await UserRepository(session).page(role=role, offset=(page - 1) * page_size, limit=page_size)
     return UserPage(items=[user_detail(user) for user in users], total=total, page=page, page_size=page_size)
+
+
+@get("/api/v1/users/{user_id:int}", summary="A user")
+async def get_user(session: Session, request: Request[UserRecord, Token, Any], user_id: FromPath[int]) -> UserDetail:
+    """A user by id: the user itself, admins and moderators (the `Location` of a sign-up)."""
+    if request.user.id != user_id and not STAFF & set(request.user.roles):
+        raise PermissionDeniedException("Only the user itself, admins and moderators may see this user")
+    user = await UserRepository(session).get(user_id)
+    if user is None:
+        raise NotFoundError(f"No user with id {user_id}")
+    return user_detail(user)
 
 
 @put("/api/v1/users/{user_id:int}/roles/{role:str}", summary="Grant a role", guards=admins)
