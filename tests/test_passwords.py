@@ -1,0 +1,68 @@
+"""Password hashing: bounded, verifiable, and aware of outdated parameters."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from argon2 import PasswordHasher
+
+from app.services.passwords import HashingOverloadedError, PasswordHashing
+from app.settings import Settings
+
+FAST = {"argon2_memory_kib": 1024, "argon2_time_cost": 1, "argon2_parallelism": 1}
+
+
+class CountingHasher(PasswordHasher):
+    """Records how many hashes run at the same moment."""
+
+    def __init__(self) -> None:
+        super().__init__(time_cost=40, memory_cost=1024, parallelism=1)
+        self.running = self.peak = 0
+        self._lock = threading.Lock()
+
+    def hash(self, password: str | bytes, *, salt: bytes | None = None) -> str:
+        with self._lock:
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+        try:
+            return super().hash(password, salt=salt)
+        finally:
+            with self._lock:
+                self.running -= 1
+
+
+async def test_no_more_hashes_run_at_once_than_workers() -> None:
+    hashing = PasswordHashing(Settings.model_validate({**FAST, "hash_workers": 2}))
+    counting = hashing.hasher = CountingHasher()
+    try:
+        await asyncio.gather(*(hashing.hash(f"password {i}") for i in range(8)))
+    finally:
+        hashing.close()
+    assert counting.peak == 2
+
+
+async def test_beyond_the_queue_limit_hashing_is_refused() -> None:
+    hashing = PasswordHashing(Settings.model_validate({**FAST, "hash_workers": 1, "hash_queue_seconds": 1e-9}))
+    hashing.hasher = CountingHasher()
+    try:
+        results = await asyncio.gather(*(hashing.hash(f"p{i}") for i in range(4)), return_exceptions=True)
+    finally:
+        hashing.close()
+    refused = [r for r in results if isinstance(r, HashingOverloadedError)]
+    assert len(refused) == 3
+    assert all(r.retry_after >= 1 for r in refused)
+
+
+async def test_verify_and_rehash() -> None:
+    hashing = PasswordHashing(Settings.model_validate(FAST))
+    try:
+        hashed = await hashing.hash("correct horse")
+        assert await hashing.verify(hashed, "correct horse")
+        assert not await hashing.verify(hashed, "wrong horse")
+        assert not await hashing.verify(None, "calibration password")  # the dummy hash never lets anyone in
+        assert not await hashing.verify("not a hash", "correct horse")
+        assert not hashing.needs_rehash(hashed)
+        assert hashing.needs_rehash(PasswordHasher(time_cost=2, memory_cost=512, parallelism=1).hash("x"))
+    finally:
+        hashing.close()
