@@ -53,6 +53,8 @@ async def test_database_outage_is_503_everywhere_and_recovers(tmp_path: Path) ->
     try:
         async with live_server(create_app(settings)) as client:
             assert (await client.post("/api/v1/register", json=SIGN_UP)).status_code == 201
+            login = await client.post("/api/v1/login", json={"username": "rider", "password": "secret123"})
+            bearer = {"Authorization": f"Bearer {login.json()['access_token']}"}
             await asyncio.to_thread(stop_embedded, data_dir)
 
             health = await client.get("/health")
@@ -62,6 +64,8 @@ async def test_database_outage_is_503_everywhere_and_recovers(tmp_path: Path) ->
             assert refused.status_code == 503
             assert refused.json()["detail"] == "The database is unavailable; retry shortly"
             assert refused.headers["retry-after"]
+            me = await client.get("/api/v1/me", headers=bearer)
+            assert (me.status_code, me.json()["detail"]) == (503, "The database is unavailable; retry shortly")
 
             # Another process brings the server back, as `just migrate` in a second terminal would.
             code = f"import pathlib, app.db.server as s; s.start_embedded(pathlib.Path({str(data_dir)!r}))"
