@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 
 from app.cli import main
-from app.db.lint import lint_migrations
+from app.db.lint import lint_migrations, render_upgrade_sql
 from app.db.migrations import VERSIONS_DIR, alembic_config
+from app.errors import SetupError
 from tests.databases import Databases
 
 REVISION = '''"""{message}"""
@@ -92,3 +94,34 @@ def test_the_safe_ways_pass(pg: Databases, tmp_path: Path) -> None:
     op.create_index("ix_rentals_user_id", "rentals", ["user_id"])
     op.drop_column("users", "phone_number")  # squawk-ignore: ban-drop-column (unused since the last release)"""
     assert lint(pg, tmp_path, body) == []
+
+
+@pytest.mark.parametrize(
+    ("config", "said"),
+    [
+        ("excluded_rules = [\n", "unexpected eof"),
+        ('excluded_rules = ["no-such-rule"]\n', "invalid rule name no-such-rule"),
+    ],
+    ids=["syntax", "unknown-rule"],
+)
+def test_a_squawk_that_cannot_lint_fails_the_lint(pg: Databases, tmp_path: Path, config: str, said: str) -> None:
+    # squawk then exits 1 with nothing on stdout: read as "no findings", every revision would pass.
+    broken = tmp_path / "squawk.toml"
+    broken.write_text(config)
+    with pytest.raises(SetupError) as failed:
+        lint_migrations(alembic_config(pg.settings(pg.new_name("never_created")), configure_logging=False), broken)
+    message = str(failed.value)
+    assert message.startswith(f"squawk failed, nothing was linted: Configuration error: {said}")
+    assert message.endswith(f"(its config: {broken})")
+    assert "\n" not in message
+
+
+def test_the_linted_sql_has_the_default_timeouts_whatever_the_local_ones(pg: Databases) -> None:
+    # '0ms' (no limit at all) would satisfy squawk's require-lock-timeout.
+    local = pg.settings(pg.new_name("never_created"), migration_lock_timeout=0, migration_statement_timeout=0)
+    config = alembic_config(local, configure_logging=False)
+    head, *_ = ScriptDirectory.from_config(config).walk_revisions()
+    sql = render_upgrade_sql(config, head)
+    assert "SET LOCAL lock_timeout = '5000ms';" in sql
+    assert "SET LOCAL statement_timeout = '60000ms';" in sql
+    assert "'0ms'" not in sql

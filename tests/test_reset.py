@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from app.cli import main
 from tests.databases import Databases, run_app
+from tests.test_lock_timeout import another_transaction
 
 
 def public_tables(pg: Databases, db: str) -> set[str]:
@@ -35,3 +43,23 @@ def test_reset_refuses_to_break_a_foreign_reference(pg: Databases, api_db: str) 
     assert "rentals" in result.stderr
     assert "Traceback" not in result.stderr
     assert "users" in public_tables(pg, api_db)
+
+
+def test_reset_behind_a_held_lock_fails_fast_and_drops_nothing(
+    pg: Databases, api_db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = pg.settings(api_db, migration_lock_timeout=1, backup_dir=tmp_path)
+    before = public_tables(pg, api_db)
+    with another_transaction(pg, api_db) as holder:
+        # Without lock_timeout the reset would wait: the server then ends this transaction, and the test fails.
+        holder.execute(sa.text("SET idle_in_transaction_session_timeout = '20s'"))
+        holder.execute(sa.text("LOCK TABLE users IN ACCESS SHARE MODE"))  # a long read, say a report
+        started = time.monotonic()
+        assert main(["reset", "--yes"], settings=settings) == 1
+        took = time.monotonic() - started
+    err = capsys.readouterr().err
+    assert "the reset waited more than 1 s for a lock on table users" in err
+    assert "nothing was changed" in err
+    assert "Traceback" not in err
+    assert took < 10
+    assert public_tables(pg, api_db) == before

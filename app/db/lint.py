@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import os
@@ -18,10 +19,16 @@ from alembic.config import Config
 from alembic.runtime.environment import EnvironmentContext
 from alembic.script import Script, ScriptDirectory
 
+from app.db.backup import first_error
 from app.errors import SetupError
-from app.settings import PROJECT_ROOT
+from app.settings import PROJECT_ROOT, Settings, get_settings
 
 SQUAWK_CONFIG = PROJECT_ROOT / "alembic" / "squawk.toml"
+# The time-outs the lint renders, whatever the local settings: squawk takes any `SET lock_timeout` as a limit, so
+# MIGRATION_LOCK_TIMEOUT=0 ('0ms', no limit at all) would pass its require-lock-timeout rule.
+_LINT_TIMEOUTS = {
+    name: Settings.model_fields[name].default for name in ("migration_lock_timeout", "migration_statement_timeout")
+}
 # A revision that does a flagged thing on purpose says so: `# squawk-ignore: ban-drop-column`.
 _IGNORE = re.compile(r"#\s*squawk-ignore:\s*([\w\-, ]+)")
 
@@ -93,42 +100,49 @@ def _ignored(revision: Script) -> set[str]:
 
 
 def render_upgrade_sql(config: Config, revision: Script) -> str:
-    """The SQL of this revision's upgrade alone, from its parents (`alembic upgrade parent:rev --sql`)."""
+    """The SQL of this revision's upgrade alone, from its parents (`alembic upgrade parent:rev --sql`).
+
+    With the default time-outs, not the local ones: the SQL is the same on every machine.
+    """
+    settings = config.attributes.get("settings") or get_settings()
+    config = copy.copy(config)  # the caller's keeps its settings and output buffer
+    config.attributes = {**config.attributes, "settings": settings.model_copy(update=_LINT_TIMEOUTS)}
     script = ScriptDirectory.from_config(config)
-    buffer, kept = io.StringIO(), config.output_buffer
-    config.output_buffer = buffer
+    buffer = config.output_buffer = io.StringIO()
     parents = util.to_tuple(revision.down_revision, default=())
-    try:
-        # A tuple of parents works where "a:b" cannot: a merge revision starts from both of them.
-        with EnvironmentContext(
-            config,
-            script,
-            fn=lambda rev, context: script._upgrade_revs(revision.revision, rev),
-            as_sql=True,
-            starting_rev=parents or "base",
-            destination_rev=revision.revision,
-        ):
-            script.run_env()
-    finally:
-        config.output_buffer = kept
+    # A tuple of parents works where "a:b" cannot: a merge revision starts from both of them.
+    with EnvironmentContext(
+        config,
+        script,
+        fn=lambda rev, context: script._upgrade_revs(revision.revision, rev),
+        as_sql=True,
+        starting_rev=parents or "base",
+        destination_rev=revision.revision,
+    ):
+        script.run_env()
     return buffer.getvalue()
 
 
-def _squawk(paths: list[Path]) -> list[dict[str, object]]:
+def _squawk(paths: list[Path], squawk_config: Path) -> list[dict[str, object]]:
     # Beside this interpreter first: `.venv/bin/python -m app` works without the venv on PATH.
     squawk = shutil.which("squawk", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]))
     if squawk is None:
         raise SetupError("squawk is not installed; run `uv sync` (it comes with the dev dependencies)")
-    command = [squawk, f"--config={SQUAWK_CONFIG}", "--reporter=json", *map(str, paths)]
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    command = [squawk, f"--config={squawk_config}", "--reporter=json", *map(str, paths)]
+    result = subprocess.run(command, capture_output=True, check=False)
     try:
-        found: list[dict[str, object]] = json.loads(result.stdout or "[]")
+        found: object = json.loads(result.stdout)
     except json.JSONDecodeError:
-        raise SetupError(f"squawk failed: {(result.stderr or result.stdout).strip()}") from None
+        found = None
+    # Findings make squawk exit 1 too; a failure to lint (a broken config, say) leaves no findings to show.
+    if not isinstance(found, list) or (result.returncode != 0 and not found):
+        said = first_error(result.stderr or result.stdout, result.returncode)
+        shown = squawk_config.relative_to(PROJECT_ROOT) if squawk_config.is_relative_to(PROJECT_ROOT) else squawk_config
+        raise SetupError(f"squawk failed, nothing was linted: {said[:200]} (its config: {shown})")
     return found
 
 
-def lint_migrations(config: Config) -> tuple[list[Script], list[Finding]]:
+def lint_migrations(config: Config, squawk_config: Path = SQUAWK_CONFIG) -> tuple[list[Script], list[Finding]]:
     """Lint every revision's upgrade SQL on its own (so a table made by an earlier revision counts as existing)."""
     revisions = list(reversed(list(ScriptDirectory.from_config(config).walk_revisions())))
     with tempfile.TemporaryDirectory(prefix="lint-migrations-") as folder:
@@ -138,7 +152,7 @@ def lint_migrations(config: Config) -> tuple[list[Script], list[Finding]]:
             path.write_text(render_upgrade_sql(config, revision))
             files[str(path)] = revision
         findings = []
-        for item in _squawk([Path(name) for name in files]):
+        for item in _squawk([Path(name) for name in files], squawk_config):
             revision = files[str(item["file"])]
             lines = Path(str(item["file"])).read_text().splitlines()
             line = int(str(item["line"]))

@@ -49,8 +49,8 @@ def set_migration_timeouts(connection: sa.Connection, settings: Settings) -> Non
 
 
 @contextmanager
-def timeouts_explained(settings: Settings) -> Iterator[None]:
-    """Turn a lock or statement time-out into a message that says what waited, on what, and what to do."""
+def timeouts_explained(settings: Settings, what: str = "migration") -> Iterator[None]:
+    """A lock or statement time-out of a `what` (migration, reset) as a message: what waited, on what, what to do."""
     try:
         yield
     except sa.exc.DBAPIError as exc:
@@ -59,13 +59,13 @@ def timeouts_explained(settings: Settings) -> Iterator[None]:
         table = f"table {found['table'].strip(chr(34))}" if found else "a table"
         if code == LOCK_NOT_AVAILABLE:
             raise MigrationTimeoutError(
-                f"the migration waited more than {_seconds(settings.migration_lock_timeout)} for a lock on {table}, "
+                f"the {what} waited more than {_seconds(settings.migration_lock_timeout)} for a lock on {table}, "
                 "which another transaction holds, and stopped; nothing was changed. Run it again when that "
                 "transaction has ended (pg_stat_activity shows it), or raise MIGRATION_LOCK_TIMEOUT"
             ) from exc
         if code == QUERY_CANCELED and "statement timeout" in str(exc.orig):
             raise MigrationTimeoutError(
-                f"a migration statement on {table} ran longer than "
+                f"a {what} statement on {table} ran longer than "
                 f"{_seconds(settings.migration_statement_timeout)} and was cancelled; nothing was changed. "
                 "Raise MIGRATION_STATEMENT_TIMEOUT for this run, or split the change into smaller steps"
             ) from exc
