@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 from email_validator import EmailNotValidError, validate_email
@@ -93,13 +93,16 @@ class AccessToken(msgspec.Struct):
     expires_in: Annotated[int, Meta(description="seconds")]
 
 
+def user_read(user: UserRecord) -> UserRead:
+    """The public view of a user: what sign-up answers."""
+    return UserRead(**_public_fields(user))
+
+
 def user_detail(user: UserRecord) -> UserDetail:
-    return UserDetail(
-        id=user.id,
-        username=user.username,
-        email=user.email,
-        full_name=user.full_name,
-        roles=user.roles,
-        created_at=user.created_at,
-        is_active=user.is_active,
-    )
+    """The view of the user itself and of admins: the public fields and whether it is active."""
+    return UserDetail(**_public_fields(user), is_active=user.is_active)
+
+
+def _public_fields(user: UserRecord) -> dict[str, Any]:
+    names = ("id", "username", "email", "full_name", "roles", "created_at")
+    return {name: getattr(user, name) for name in names}

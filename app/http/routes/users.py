@@ -11,7 +11,7 @@ from litestar.openapi.spec import Example
 from litestar.params import Body
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.http.schemas import UserCreate, UserRead
+from app.http.schemas import UserCreate, UserRead, user_read
 from app.services.passwords import PasswordHashing
 from app.services.registration import register_user
 
@@ -63,12 +63,4 @@ async def register(
     user = await register_user(
         session, hashing, username=data.username, email=data.email, password=data.password, full_name=data.full_name
     )
-    body = UserRead(
-        id=user.id,
-        username=user.username,
-        email=user.email,
-        full_name=user.full_name,
-        roles=user.roles,
-        created_at=user.created_at,
-    )
-    return Response(body, status_code=201, headers={"Location": f"/api/v1/users/{user.id}"})
+    return Response(user_read(user), status_code=201, headers={"Location": f"/api/v1/users/{user.id}"})
