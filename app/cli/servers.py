@@ -1,0 +1,38 @@
+"""Server commands: serve, psql, db-stop, mlflow."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+
+from app.db.provision import prepare_api_database
+from app.db.server import embedded_bin_dir, stop_embedded
+from app.mlflow_server import run_mlflow_server
+from app.settings import Settings
+
+
+def cmd_psql(args: argparse.Namespace, settings: Settings) -> int:
+    address = asyncio.run(prepare_api_database(settings))
+    psql = str(embedded_bin_dir() / "psql")
+    os.execve(psql, [psql, *args.psql_args], {**os.environ, **address.libpq_env(settings.api_db_name)})
+
+
+def cmd_db_stop(args: argparse.Namespace, settings: Settings) -> int:
+    if not settings.embedded:
+        print(f"API_DB_HOST is set ({settings.api_db_host}): that server is not this project's to stop.")
+        return 0
+    stopped = stop_embedded(settings.embedded_db_dir)
+    print("Embedded PostgreSQL stopped." if stopped else "Embedded PostgreSQL was not running.")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from app.http.serve import serve  # the web stack loads only for this command
+
+    serve(settings)
+    return 0
+
+
+def cmd_mlflow(args: argparse.Namespace, settings: Settings) -> int:
+    return run_mlflow_server(settings, host=args.host, port=args.port, workers=args.workers)
