@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_JWT_SECRET = "development-only-secret-change-me-0123456789"  # noqa: S105  (refused outside development)
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 class Settings(BaseSettings):
@@ -54,7 +55,8 @@ class Settings(BaseSettings):
     hash_workers: Annotated[int, Field(ge=0)] = 0
     hash_queue_seconds: Annotated[float, Field(gt=0)] = 30.0
 
-    # `development` accepts the example token secret; any other environment refuses to start with it.
+    # `development` accepts the example token secret; any other environment refuses to start with it. Left unset,
+    # development is assumed only while the service listens on this machine alone.
     environment: str = "development"
     jwt_secret: SecretStr = SecretStr(EXAMPLE_JWT_SECRET)
     access_token_minutes: Annotated[int, Field(ge=1)] = 30
@@ -75,14 +77,24 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _secret_is_not_the_example(self) -> Settings:
-        if self.environment != "development" and self.jwt_secret.get_secret_value() == EXAMPLE_JWT_SECRET:
+        how = "set JWT_SECRET to a secret of your own: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        if self.uses_example_secret and self.environment != "development":
+            raise ValueError(f"JWT_SECRET is the example value and ENVIRONMENT is '{self.environment}'; {how}")
+        # Anyone can sign tokens with the published example: a service others can reach must not trust it by default.
+        reachable = self.api_host not in LOOPBACK_HOSTS
+        if self.uses_example_secret and reachable and "environment" not in self.model_fields_set:
             raise ValueError(
-                f"JWT_SECRET is the example value and ENVIRONMENT is '{self.environment}'; set JWT_SECRET to a secret "
-                "of your own: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+                f"JWT_SECRET is the example value and API_HOST {self.api_host} is reachable from other machines; "
+                f"{how} (or set ENVIRONMENT=development on a development network)"
             )
         if len(self.jwt_secret.get_secret_value()) < 32:
             raise ValueError("JWT_SECRET must be at least 32 characters")
         return self
+
+    @property
+    def uses_example_secret(self) -> bool:
+        """True when tokens would be signed with the published example secret."""
+        return self.jwt_secret.get_secret_value() == EXAMPLE_JWT_SECRET
 
     @property
     def embedded(self) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from datetime import UTC, datetime, timedelta
@@ -13,8 +14,13 @@ from argon2 import PasswordHasher
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.cli import main
+from app.db.engine import create_api_engine
+from app.db.provision import connect
 from app.http.app import create_app
+from app.services.roles import LastAdminError, revoke_role
 from app.settings import EXAMPLE_JWT_SECRET, Settings
 from tests.conftest import FAST_HASHING
 from tests.databases import Databases, run_app
@@ -172,6 +178,97 @@ async def test_admin_grants_revokes_and_deactivates(client: Client, people: dict
     assert (await client.patch(f"/api/v1/users/{joe_id}", json={"roles": ["admin"]}, headers=admin)).status_code == 400
 
 
+async def test_the_last_active_admin_cannot_be_demoted_or_deactivated(client: Client, people: dict[str, Any]) -> None:
+    admin, root = people["auth"]["root"], people["ids"]["root"]
+    demoted = await client.delete(f"/api/v1/users/{root}/roles/admin", headers=admin)
+    assert demoted.status_code == 409
+    assert demoted.json()["detail"].startswith("'root' is the last active admin; make another user admin first")
+    assert (await client.patch(f"/api/v1/users/{root}", json={"is_active": False}, headers=admin)).status_code == 409
+    assert (await client.get("/api/v1/me", headers=admin)).json()["roles"] == ["admin", "user"]
+    await client.put(f"/api/v1/users/{people['ids']['mod']}/roles/admin", headers=admin)
+    assert (await client.delete(f"/api/v1/users/{root}/roles/admin", headers=admin)).status_code == 200
+
+
+async def test_a_demotion_waits_for_a_concurrent_one_and_then_keeps_the_last_admin(
+    people: dict[str, Any], pg: Databases, api_db: str
+) -> None:
+    ids = people["ids"]
+    await grant_directly(pg, api_db, ids["mod"], "admin")
+    engine = create_api_engine(pg.address, pg.settings(api_db))
+
+    async def demote_root() -> None:
+        async with AsyncSession(engine) as session, session.begin():
+            await revoke_role(session, ids["root"], "admin")
+
+    # Another admin change in flight: it holds the admin role while it demotes `mod`.
+    other, observer = await connect(pg.address, api_db), await connect(pg.address, api_db)
+    try:
+        async with other.transaction():
+            await other.execute("SELECT id FROM roles WHERE name = 'admin' FOR UPDATE")
+            demotion = asyncio.ensure_future(demote_root())
+            waiting = "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'"
+            deadline = time.monotonic() + 10
+            # Asked outside `other`'s transaction, which would see one snapshot of pg_stat_activity throughout.
+            while await observer.fetchval(waiting, api_db) < 1:
+                assert not demotion.done(), "the demotion went ahead without waiting for the other admin change"
+                assert time.monotonic() < deadline, "the demotion never waited for the admin role"
+                await asyncio.sleep(0.02)
+            await other.execute(
+                "DELETE FROM user_roles WHERE user_id = $1 AND role_id = (SELECT id FROM roles WHERE name = 'admin')",
+                ids["mod"],
+            )
+        with pytest.raises(LastAdminError):
+            await demotion
+    finally:
+        await other.close()
+        await observer.close()
+        await engine.dispose()
+    admins = "SELECT user_id FROM user_roles JOIN roles r ON r.id = role_id WHERE r.name = 'admin'"
+    assert [row[0] for row in await pg.fetch(api_db, admins)] == [ids["root"]]
+
+
+async def test_numbers_beyond_any_row_are_a_clear_400(client: Client, people: dict[str, Any]) -> None:
+    admin, too_big = people["auth"]["root"], 2**31
+    for response in [
+        await client.get(f"/api/v1/users/{too_big}", headers=admin),
+        await client.put(f"/api/v1/users/{too_big}/roles/admin", headers=admin),
+        await client.patch(f"/api/v1/users/{2**63}", json={"is_active": False}, headers=admin),
+        await client.get(f"/api/v1/users?page={10**18}", headers=admin),
+    ]:
+        assert response.status_code == 400, response.text
+        assert response.json()["status_code"] == 400
+    soon = datetime.now(UTC) + timedelta(minutes=5)
+    assert (await client.get("/api/v1/me", headers=forged(EXAMPLE_JWT_SECRET, str(too_big), soon))).status_code == 401
+
+
+async def test_nul_characters_are_refused_and_change_nothing(
+    client: Client, people: dict[str, Any], pg: Databases, api_db: str
+) -> None:
+    admin = people["auth"]["root"]
+    sign_up = {"username": "nul", "email": "nul@example.com", "password": PASSWORD, "full_name": "a\x00b"}
+    for response in [
+        await client.post("/api/v1/register", json=sign_up),
+        await client.post("/api/v1/login", json={"username": "root\x00", "password": PASSWORD}),
+        await client.put(f"/api/v1/users/{people['ids']['joe']}/roles/ad%00min", headers=admin),
+        await client.get("/api/v1/users?role=%00", headers=admin),
+    ]:
+        assert response.status_code == 400, response.text
+    assert [row[0] for row in await pg.fetch(api_db, "SELECT username FROM users ORDER BY id")] == [
+        "root",
+        "mod",
+        "joe",
+    ]
+
+
+async def test_an_unreachable_rate_limit_store_is_503_not_500(pg: Databases, api_db: str) -> None:
+    settings = pg.settings(api_db, **FAST_HASHING, redis_url="redis://127.0.0.1:1/0")
+    async with AsyncTestClient(create_app(settings)) as client:
+        response = await client.post("/api/v1/login", json={"username": "x", "password": "y"})
+    assert response.status_code == 503
+    assert response.json()["detail"] == "The service cannot check its rate limit; retry shortly"
+    assert int(response.headers["retry-after"]) > 0
+
+
 def test_create_admin_is_idempotent(pg: Databases, api_db: str) -> None:
     env = {
         **pg.env(api_db),
@@ -191,6 +288,19 @@ def test_create_admin_is_idempotent(pg: Databases, api_db: str) -> None:
     )
     assert [r[0] for r in rows] == ["admin", "user"]
     assert "admin password 1" not in first.stdout + first.stderr + second.stdout + second.stderr
+
+
+def test_create_admin_reactivates_a_deactivated_admin(
+    pg: Databases, api_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = pg.settings(api_db, **FAST_HASHING, admin_password="admin password 1")
+    assert main(["seed"], settings=settings) == 0
+    assert main(["create-admin", "boss", "boss@example.com"], settings=settings) == 0
+    pg.query(api_db, "UPDATE users SET is_active = false WHERE username = 'boss'")
+    capsys.readouterr()
+    assert main(["create-admin", "boss", "boss@example.com"], settings=settings) == 0
+    assert capsys.readouterr().out.strip() == "User 'boss' existed; reactivated it (password unchanged)."
+    assert pg.query(api_db, "SELECT is_active FROM users WHERE username = 'boss'")[0][0] is True
 
 
 def test_create_admin_without_a_password_source_is_refused(pg: Databases, api_db: str) -> None:
@@ -246,6 +356,14 @@ def test_the_example_secret_is_refused_outside_development() -> None:
     with pytest.raises(ValidationError, match="JWT_SECRET is the example value"):
         Settings.model_validate({"environment": "production"})
     assert Settings.model_validate({"environment": "production", "jwt_secret": "s" * 40}).environment == "production"
+
+
+def test_the_example_secret_is_refused_beyond_loopback_unless_development_is_declared() -> None:
+    with pytest.raises(ValidationError, match=r"API_HOST 0\.0\.0\.0 is reachable from other machines"):
+        Settings.model_validate({"api_host": "0.0.0.0"})  # noqa: S104
+    declared = Settings.model_validate({"api_host": "0.0.0.0", "environment": "development"})  # noqa: S104
+    assert declared.uses_example_secret
+    assert not Settings.model_validate({"api_host": "0.0.0.0", "jwt_secret": "s" * 40}).uses_example_secret  # noqa: S104
 
 
 def test_serve_refuses_to_start_with_the_example_secret(pg: Databases) -> None:

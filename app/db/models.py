@@ -16,6 +16,9 @@ SQLModel.metadata.naming_convention = {
     "pk": "pk_%(table_name)s",
 }
 
+# Ids are PostgreSQL `integer`s: a larger number can name no row and would fail the query.
+MAX_ID = 2**31 - 1
+
 
 class DBRole(SQLModel, table=True):
     """A named role such as `user` or `admin`."""

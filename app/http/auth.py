@@ -15,6 +15,7 @@ from litestar.stores.memory import MemoryStore
 from litestar.stores.redis import RedisStore
 from litestar.types import Guard
 
+from app.db.models import MAX_ID
 from app.repositories.users import UserRecord
 from app.roles import RoleName
 from app.services.auth import load_user
@@ -30,6 +31,8 @@ async def retrieve_user(token: Token, connection: ASGIConnection[Any, Any, Any, 
     try:
         user_id = int(token.sub)
     except ValueError:
+        return None
+    if not 1 <= user_id <= MAX_ID:
         return None
     return await load_user(connection.app.state.sessionmaker, user_id)
 

@@ -7,6 +7,7 @@ import re
 import traceback
 from typing import Any
 
+import redis.exceptions
 import sqlalchemy.exc
 from litestar import MediaType, Request, Response
 from litestar.exceptions import TooManyRequestsException, ValidationException
@@ -14,11 +15,13 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from app.services.passwords import HashingOverloadedError
 from app.services.registration import AlreadyRegisteredError
-from app.services.roles import NotFoundError
+from app.services.roles import LastAdminError, NotFoundError
 
 logger = logging.getLogger("app.http")
 
 DATABASE_RETRY_AFTER = 5
+# PostgreSQL refuses NUL in text (sqlstate 22021): the client sent it, so it is the client's error.
+_UNTRANSLATABLE_TEXT = "22021"
 
 
 def error_response(status_code: int, detail: str, headers: dict[str, str] | None = None, **extra: Any) -> Response[Any]:
@@ -61,7 +64,7 @@ def on_already_registered(request: Request[Any, Any, Any], exc: AlreadyRegistere
 
 def on_hashing_overloaded(request: Request[Any, Any, Any], exc: HashingOverloadedError) -> Response[Any]:
     return error_response(
-        503, "Too many sign-ups at once; retry shortly", headers={"Retry-After": str(exc.retry_after)}
+        503, "Too many password checks at once; retry shortly", headers={"Retry-After": str(exc.retry_after)}
     )
 
 
@@ -73,6 +76,8 @@ def on_database_error(request: Request[Any, Any, Any], exc: Exception) -> Respon
         )
     # PostgreSQL's message can quote the failing row (a password hash among it): log where and what, not that.
     driver_error = getattr(getattr(exc, "orig", None), "__cause__", None)
+    if getattr(driver_error, "sqlstate", None) == _UNTRANSLATABLE_TEXT:
+        return error_response(400, "Text must not contain NUL (\\u0000) characters")
     logger.error(
         "database error on %s %s: %s (sqlstate %s, constraint %s)\n%s",
         request.method,
@@ -87,6 +92,17 @@ def on_database_error(request: Request[Any, Any, Any], exc: Exception) -> Respon
 
 def on_not_found(request: Request[Any, Any, Any], exc: NotFoundError) -> Response[Any]:
     return error_response(404, str(exc))
+
+
+def on_last_admin(request: Request[Any, Any, Any], exc: LastAdminError) -> Response[Any]:
+    return error_response(409, str(exc))
+
+
+def on_rate_limit_store_error(request: Request[Any, Any, Any], exc: redis.exceptions.RedisError) -> Response[Any]:
+    # Without its shared count the limit cannot hold; refusing beats letting every attempt through.
+    logger.warning("rate-limit store unavailable on %s %s: %s", request.method, request.url.path, type(exc).__name__)
+    retry = {"Retry-After": str(DATABASE_RETRY_AFTER)}
+    return error_response(503, "The service cannot check its rate limit; retry shortly", headers=retry)
 
 
 def on_rate_limited(request: Request[Any, Any, Any], exc: TooManyRequestsException) -> Response[Any]:
@@ -106,6 +122,8 @@ EXCEPTION_HANDLERS = {
     ValidationException: on_validation_error,
     AlreadyRegisteredError: on_already_registered,
     NotFoundError: on_not_found,
+    LastAdminError: on_last_admin,
+    redis.exceptions.RedisError: on_rate_limit_store_error,
     TooManyRequestsException: on_rate_limited,
     HashingOverloadedError: on_hashing_overloaded,
     sqlalchemy.exc.SQLAlchemyError: on_database_error,

@@ -38,6 +38,9 @@ class UserCreate(msgspec.Struct, forbid_unknown_fields=True):
         # msgspec matches patterns with re.search, where `$` also accepts a trailing newline.
         if self.username.endswith("\n"):
             raise ValueError("Expected `str` matching regex '^[A-Za-z0-9_.-]+$' - at `$.username`")
+        # Refused before the costly hash; PostgreSQL would refuse it after.
+        if self.full_name is not None and "\x00" in self.full_name:
+            raise ValueError("Expected `str` without NUL characters - at `$.full_name`")
         try:
             checked = validate_email(self.email, check_deliverability=False)
         except EmailNotValidError as exc:

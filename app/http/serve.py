@@ -36,6 +36,8 @@ def serve(settings: Settings) -> None:
     logger = logging.getLogger("app")
     logger.info("API database '%s' on %s", settings.api_db_name, where)
     logger.info("%s", asyncio.run(_prepare(settings)))
+    if settings.uses_example_secret:
+        logger.warning("Tokens are signed with the example JWT_SECRET: set your own before others can reach this")
     try:
         uvicorn.run(
             create_app(settings),

@@ -34,7 +34,10 @@ class RoleRepository:
         table = DBRole.__table__  # type: ignore[attr-defined]
         return list((await self.session.execute(sa.select(table.c.name).order_by(table.c.name))).scalars())
 
-    async def id_of(self, name: str) -> int | None:
-        """The id of the role called `name`, or None."""
+    async def id_of(self, name: str, *, for_update: bool = False) -> int | None:
+        """The id of the role called `name`, or None; `for_update` locks the role until the transaction ends."""
         table = DBRole.__table__  # type: ignore[attr-defined]
-        return (await self.session.execute(sa.select(table.c.id).where(table.c.name == name))).scalar_one_or_none()
+        statement = sa.select(table.c.id).where(table.c.name == name)
+        if for_update:
+            statement = statement.with_for_update()
+        return (await self.session.execute(statement)).scalar_one_or_none()

@@ -126,6 +126,15 @@ class UserRepository:
         statement = sa.delete(user_roles).where(user_roles.c.user_id == user_id, user_roles.c.role_id == role_id)
         await self.session.execute(statement)
 
+    async def count_active_holders(self, role_id: int, *, excluding: int) -> int:
+        """How many active users other than `excluding` hold the role."""
+        statement = (
+            sa.select(sa.func.count())
+            .select_from(users.join(user_roles, user_roles.c.user_id == users.c.id))
+            .where(user_roles.c.role_id == role_id, users.c.is_active, users.c.id != excluding)
+        )
+        return (await self.session.execute(statement)).scalar_one()
+
     async def set_active(self, user_id: int, active: bool) -> None:
         await self.session.execute(sa.update(users).where(users.c.id == user_id).values(is_active=active))
 

@@ -22,12 +22,17 @@ class AdminReport:
     username: str
     created: bool
     granted: bool
+    reactivated: bool = False
 
     def summary(self) -> str:
         if self.created:
             return f"Created admin '{self.username}'."
-        if self.granted:
-            return f"User '{self.username}' existed; granted it the admin role (password unchanged)."
+        changes = [
+            *(["granted it the admin role"] if self.granted else []),
+            *(["reactivated it"] if self.reactivated else []),
+        ]
+        if changes:
+            return f"User '{self.username}' existed; {' and '.join(changes)} (password unchanged)."
         return f"User '{self.username}' is an admin already; nothing changed."
 
 
@@ -58,10 +63,13 @@ async def create_admin(
                 f"username '{account.username}' or email '{account.email}' belongs to another account "
                 f"('{user.username}', {user.email}); nothing changed"
             )
-        if RoleName.ADMIN in user.roles:
-            return AdminReport(user.username, created=False, granted=False)
-        await users.grant(user.id, admin_role)
-        return AdminReport(user.username, created=False, granted=True)
+        # An admin who cannot log in is no admin: the command's promise is an account that works.
+        granted, reactivated = RoleName.ADMIN not in user.roles, not user.is_active
+        if granted:
+            await users.grant(user.id, admin_role)
+        if reactivated:
+            await users.set_active(user.id, True)
+        return AdminReport(user.username, created=False, granted=granted, reactivated=reactivated)
     new = NewUser(
         username=account.username,
         email=account.email,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.repositories.users import UserRecord, UserRepository
-from app.services.passwords import PasswordHashing
+from app.services.passwords import HashingOverloadedError, PasswordHashing
 
 
 async def authenticate(
@@ -24,7 +24,11 @@ async def authenticate(
     if not user.is_active:
         return None
     if hashing.needs_rehash(hashed):
-        fresh = await hashing.hash(password)
+        try:
+            fresh = await hashing.hash(password)
+        except HashingOverloadedError:
+            # The old hash still verifies: the upgrade waits for a quieter login, the user does not.
+            return user
         async with sessions.begin() as session:
             await UserRepository(session).set_password_hash(user.id, fresh)
     return user

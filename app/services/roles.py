@@ -6,43 +6,61 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.repositories.roles import RoleRepository
 from app.repositories.users import UserRecord, UserRepository
+from app.roles import RoleName
 
 
 class NotFoundError(Exception):
     """The user or role named in the request does not exist."""
 
 
-async def _user_and_role(session: AsyncSession, user_id: int, role: str) -> tuple[UserRepository, int]:
-    users = UserRepository(session)
-    if await users.get(user_id) is None:
-        raise NotFoundError(f"No user with id {user_id}")
-    role_id = await RoleRepository(session).id_of(role)
-    if role_id is None:
-        raise NotFoundError(f"No role named '{role}'")
-    return users, role_id
+class LastAdminError(Exception):
+    """The change would leave no active admin, and nobody could manage roles any more."""
 
 
 async def grant_role(session: AsyncSession, user_id: int, role: str) -> UserRecord:
-    users, role_id = await _user_and_role(session, user_id, role)
-    await users.grant(user_id, role_id)
-    return await _reload(users, user_id)
+    users = UserRepository(session)
+    await _existing_user(users, user_id)
+    await users.grant(user_id, await _existing_role(session, role))
+    return await _existing_user(users, user_id)
 
 
 async def revoke_role(session: AsyncSession, user_id: int, role: str) -> UserRecord:
-    users, role_id = await _user_and_role(session, user_id, role)
+    users = UserRepository(session)
+    user = await _existing_user(users, user_id)
+    role_id = await _existing_role(session, role)
+    if role == RoleName.ADMIN and user.is_active:
+        await _keep_another_admin(session, users, user)
     await users.revoke(user_id, role_id)
-    return await _reload(users, user_id)
+    return await _existing_user(users, user_id)
 
 
 async def set_active(session: AsyncSession, user_id: int, active: bool) -> UserRecord:
     users = UserRepository(session)
-    if await users.get(user_id) is None:
-        raise NotFoundError(f"No user with id {user_id}")
+    user = await _existing_user(users, user_id)
+    if not active and RoleName.ADMIN in user.roles:
+        await _keep_another_admin(session, users, user)
     await users.set_active(user_id, active)
-    return await _reload(users, user_id)
+    return await _existing_user(users, user_id)
 
 
-async def _reload(users: UserRepository, user_id: int) -> UserRecord:
+async def _keep_another_admin(session: AsyncSession, users: UserRepository, user: UserRecord) -> None:
+    # Locking the admin role makes such changes take turns: two admins demoting each other cannot both succeed.
+    admin_role = await RoleRepository(session).id_of(RoleName.ADMIN, for_update=True)
+    if admin_role is not None and await users.count_active_holders(admin_role, excluding=user.id) == 0:
+        raise LastAdminError(
+            f"'{user.username}' is the last active admin; make another user admin first (or run `just create-admin`)"
+        )
+
+
+async def _existing_user(users: UserRepository, user_id: int) -> UserRecord:
     user = await users.get(user_id)
-    assert user is not None  # it existed a statement ago, in this transaction
+    if user is None:
+        raise NotFoundError(f"No user with id {user_id}")
     return user
+
+
+async def _existing_role(session: AsyncSession, role: str) -> int:
+    role_id = await RoleRepository(session).id_of(role)
+    if role_id is None:
+        raise NotFoundError(f"No role named '{role}'")
+    return role_id

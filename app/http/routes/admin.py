@@ -7,10 +7,11 @@ from typing import Annotated, Any
 from litestar import Request, delete, get, patch, put
 from litestar.di import NamedDependency
 from litestar.exceptions import PermissionDeniedException
-from litestar.params import FromPath, JSONBody, Parameter
+from litestar.params import FromPath, JSONBody, Parameter, PathParameter
 from litestar.security.jwt import Token
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db.models import MAX_ID
 from app.http.auth import require_role
 from app.http.schemas import UserDetail, UserPage, UserUpdate, user_detail
 from app.repositories.users import UserRecord, UserRepository
@@ -21,13 +22,16 @@ STAFF = {str(RoleName.ADMIN), str(RoleName.MODERATOR)}
 admins = [require_role(RoleName.ADMIN)]
 staff = [require_role(RoleName.ADMIN, RoleName.MODERATOR)]
 Session = NamedDependency[AsyncSession]
+UserId = Annotated[int, PathParameter(ge=1, le=MAX_ID, description="the user's id")]
+# Far beyond any real listing; it keeps the offset a number PostgreSQL accepts.
+MAX_PAGE = 1_000_000
 
 
 @get("/api/v1/users", summary="List users", guards=staff)
 async def list_users(
     session: Session,
     role: Annotated[str | None, Parameter(description="only users holding this role")] = None,
-    page: Annotated[int, Parameter(ge=1)] = 1,
+    page: Annotated[int, Parameter(ge=1, le=MAX_PAGE)] = 1,
     page_size: Annotated[int, Parameter(ge=1, le=100)] = 20,
 ) -> UserPage:
     """Users by id, a page at a time (admins and moderators)."""
@@ -36,7 +40,7 @@ async def list_users(
 
 
 @get("/api/v1/users/{user_id:int}", summary="A user")
-async def get_user(session: Session, request: Request[UserRecord, Token, Any], user_id: FromPath[int]) -> UserDetail:
+async def get_user(session: Session, request: Request[UserRecord, Token, Any], user_id: UserId) -> UserDetail:
     """A user by id: the user itself, admins and moderators (the `Location` of a sign-up)."""
     if request.user.id != user_id and not STAFF & set(request.user.roles):
         raise PermissionDeniedException("Only the user itself, admins and moderators may see this user")
@@ -47,18 +51,18 @@ async def get_user(session: Session, request: Request[UserRecord, Token, Any], u
 
 
 @put("/api/v1/users/{user_id:int}/roles/{role:str}", summary="Grant a role", guards=admins)
-async def grant(session: Session, user_id: FromPath[int], role: FromPath[str]) -> UserDetail:
+async def grant(session: Session, user_id: UserId, role: FromPath[str]) -> UserDetail:
     """Give the user the role (admins only); granting a role held already changes nothing."""
     return user_detail(await grant_role(session, user_id, role))
 
 
 @delete("/api/v1/users/{user_id:int}/roles/{role:str}", summary="Revoke a role", guards=admins, status_code=200)
-async def revoke(session: Session, user_id: FromPath[int], role: FromPath[str]) -> UserDetail:
+async def revoke(session: Session, user_id: UserId, role: FromPath[str]) -> UserDetail:
     """Take the role from the user (admins only)."""
     return user_detail(await revoke_role(session, user_id, role))
 
 
 @patch("/api/v1/users/{user_id:int}", summary="Activate or deactivate a user", guards=admins)
-async def update_user(session: Session, user_id: FromPath[int], data: JSONBody[UserUpdate]) -> UserDetail:
+async def update_user(session: Session, user_id: UserId, data: JSONBody[UserUpdate]) -> UserDetail:
     """Deactivate (or reactivate) a user (admins only); a deactivated user's tokens stop working at once."""
     return user_detail(await set_active(session, user_id, data.is_active))
