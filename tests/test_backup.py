@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic import command
@@ -10,6 +12,7 @@ from alembic import command
 from app.cli import main
 from app.db.backup import take_backup
 from app.db.migrations import alembic_config
+from app.db.server import embedded_bin_dir
 from app.settings import Settings
 from tests.databases import Databases
 
@@ -126,6 +129,44 @@ def test_only_the_newest_backups_are_kept(settings: Settings) -> None:
     for _ in range(3):
         assert main(["backup"], settings=settings) == 0
     assert len(archives(settings.backup_dir)) == 2
+
+
+def test_automatic_backups_keep_only_backup_keep_archives(pg: Databases, settings: Settings, api_db: str) -> None:
+    settings = settings.model_copy(update={"backup_keep": 1})
+    add_user(pg, api_db, "ann")
+    assert main(["downgrade"], settings=settings) == 0
+    assert main(["migrate"], settings=settings) == 0
+    (kept,) = archives(settings.backup_dir)
+    assert kept.endswith("-0001.dump")  # the newest: taken before migrating
+
+
+def test_restore_keeps_the_archive_it_restores_whatever_backup_keep_says(
+    pg: Databases, settings: Settings, api_db: str
+) -> None:
+    settings = settings.model_copy(update={"backup_keep": 1})
+    assert main(["backup"], settings=settings) == 0
+    (restored,) = archives(settings.backup_dir)
+    add_user(pg, api_db, "ann")
+    assert main(["restore", "--yes"], settings=settings) == 0  # backs up ann first: one archive too many
+    assert users(pg, api_db) == []
+    assert restored in archives(settings.backup_dir)
+    assert len(archives(settings.backup_dir)) == 2
+
+
+def test_backup_uses_the_pg_dump_of_the_embedded_servers_wheel(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # /usr/bin/pg_dump may be older than the server: it would refuse to dump it, or only on some machines.
+    run = subprocess.run
+    tools: list[Path] = []
+
+    def spy(command: list[str], **kwargs: Any) -> Any:
+        tools.append(Path(command[0]))
+        return run(command, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", spy)
+    assert main(["backup"], settings=settings) == 0
+    assert [tool for tool in tools if tool.name == "pg_dump"] == [embedded_bin_dir() / "pg_dump"]
 
 
 def test_restore_without_a_terminal_or_yes_changes_nothing(

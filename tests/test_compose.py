@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
 
 from app.db.server import embedded_bin_dir
 from app.settings import PROJECT_ROOT, Settings
@@ -118,6 +120,18 @@ def test_api_migrates_seeds_and_serves_on_the_shared_database(compose: dict[str,
     copied = {part for line in dockerfile.splitlines() if line.startswith("COPY ") for part in line.split()[1:-1]}
     assert copied == {"pyproject.toml", "uv.lock", "alembic.ini", "alembic", "app"}
     assert all((PROJECT_ROOT / path).exists() for path in copied)
+
+
+def test_api_image_and_process_leave_mlflow_out(compose: dict[str, Any]) -> None:
+    project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
+    assert not [r for r in project["dependencies"] if Requirement(r).name.startswith("mlflow")]
+    extra = {Requirement(r).name: Requirement(r).extras for r in project["optional-dependencies"]["mlflow"]}
+    assert extra == {"mlflow": set(), "psycopg": {"binary"}}
+    # The image installs the project's dependencies only: no extras, no dev group.
+    assert "RUN uv sync --frozen --no-dev\n" in service(compose, "api")["build"]["dockerfile_inline"]
+    code = "import sys, app.http.app, app.cli; print(sorted(m for m in sys.modules if m.split('.')[0] == 'mlflow'))"
+    imported = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True)
+    assert (imported.returncode, imported.stdout) == (0, "[]\n"), imported.stderr
 
 
 def test_root_stays_small(compose: dict[str, Any]) -> None:

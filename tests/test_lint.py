@@ -10,7 +10,7 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 
 from app.cli import main
-from app.db.lint import lint_migrations, render_upgrade_sql
+from app.db.lint import SQUAWK_CONFIG, _squawk, lint_migrations, render_upgrade_sql
 from app.db.migrations import VERSIONS_DIR, alembic_config
 from app.errors import SetupError
 from tests.databases import Databases
@@ -75,6 +75,25 @@ def test_a_dangerous_revision_fails(pg: Databases, tmp_path: Path, body: str, ru
     findings = lint(pg, tmp_path, body)
     assert ("0003", rule) in findings
     assert {revision for revision, _ in findings} == {"0003"}
+
+
+def test_lint_migrations_command_fails_on_a_dangerous_revision(
+    pg: Databases, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = with_third_revision(pg, tmp_path, '    op.drop_column("users", "phone_number")')
+    monkeypatch.setattr("app.cli.schema.cli_config", lambda settings: config)
+    assert main(["lint-migrations"], settings=pg.settings(pg.new_name("never_created"))) == 1
+    said = capsys.readouterr()
+    assert "0003_third.py: ban-drop-column: " in said.out
+    assert "error: 1 finding(s) in the migrations" in said.err
+
+
+def test_the_projects_squawk_config_requires_timeouts(tmp_path: Path) -> None:
+    # Rendered revisions always set them; a statement run after an autocommit_block may not.
+    bare = tmp_path / "bare.sql"
+    bare.write_text("ALTER TABLE users ADD COLUMN x int;\n")
+    rules = {finding["rule_name"] for finding in _squawk([bare], SQUAWK_CONFIG)}
+    assert {"require-lock-timeout", "require-statement-timeout"} <= rules
 
 
 def test_a_finding_names_the_file_the_rule_and_the_way_out(pg: Databases, tmp_path: Path) -> None:

@@ -4,15 +4,26 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from app.cli import main
+from app.settings import PROJECT_ROOT
 from tests.databases import Databases, run_app
 
 SNAPSHOT = """
 SELECT table_name, column_name, data_type, is_nullable, column_default
 FROM information_schema.columns WHERE table_schema = 'public' ORDER BY table_name, ordinal_position
 """
+
+
+def run_alembic(args: list[str], env: dict[str, str]) -> tuple[int, str]:
+    """Plain `alembic ARGS`, as the guide's manual commands run it: its exit code and all it said."""
+    result = subprocess.run(
+        [sys.executable, "-m", "alembic", *args], env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, check=False
+    )
+    return result.returncode, result.stdout + result.stderr
 
 
 def snapshot(pg: Databases, db: str) -> tuple[object, ...]:
@@ -42,11 +53,8 @@ def test_commands_refuse_mlflows_database(pg: Databases, mlflow_db: str, args: l
 @pytest.mark.parametrize("args", [["upgrade", "head"], ["stamp", "head"], ["downgrade", "base"]], ids=" ".join)
 def test_plain_alembic_refuses_mlflows_database(pg: Databases, mlflow_db: str, args: list[str]) -> None:
     before = snapshot(pg, mlflow_db)
-    result = subprocess.run(
-        [sys.executable, "-m", "alembic", *args], env=pg.env(mlflow_db), capture_output=True, text=True, check=False
-    )
-    said = result.stdout + result.stderr
-    assert result.returncode != 0
+    returncode, said = run_alembic(args, pg.env(mlflow_db))
+    assert returncode != 0
     assert "FAILED:" in said
     assert "MLflow's tracking tables" in said
     assert "Traceback" not in said
@@ -61,3 +69,37 @@ def test_a_foreign_alembic_revision_is_refused(pg: Databases, empty_db: str) -> 
     assert "revision dc11669786a5, which is not one of this project's migrations" in result.stderr
     rows = pg.query(empty_db, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")
     assert [row[0] for row in rows] == ["alembic_version"]
+
+
+@pytest.fixture
+def other_projects_db(pg: Databases, empty_db: str) -> str:
+    """A database another Alembic project manages, with a `users` table of its own that holds a row."""
+    pg.query(empty_db, "CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY)")
+    pg.query(empty_db, "INSERT INTO alembic_version VALUES ('dc11669786a5')")
+    pg.query(empty_db, "CREATE TABLE users (id int PRIMARY KEY, login text)")
+    pg.query(empty_db, "INSERT INTO users VALUES (1, 'ann')")
+    return empty_db
+
+
+@pytest.mark.parametrize("args", [["reset", "--yes"], ["seed"], ["downgrade"], ["migrate"]], ids=" ".join)
+def test_commands_refuse_another_projects_alembic_revision(
+    pg: Databases, other_projects_db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str]
+) -> None:
+    before = snapshot(pg, other_projects_db)
+    # With backups on, the backup's probe refuses first; with them off, the command's own guard must.
+    for auto_backup in (True, False):
+        settings = pg.settings(other_projects_db, backup_dir=tmp_path, auto_backup=auto_backup)
+        assert main(args, settings=settings) == 1
+        assert "revision dc11669786a5, which is not one of this project's migrations" in capsys.readouterr().err
+    assert snapshot(pg, other_projects_db) == before
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_plain_alembic_stamp_refuses_another_projects_revision(pg: Databases, other_projects_db: str) -> None:
+    before = snapshot(pg, other_projects_db)
+    returncode, said = run_alembic(["stamp", "head"], pg.env(other_projects_db))
+    assert returncode != 0
+    assert "FAILED: database" in said
+    assert "revision dc11669786a5, which is not one of this project's migrations" in said
+    assert "Traceback" not in said
+    assert snapshot(pg, other_projects_db) == before

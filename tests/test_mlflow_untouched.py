@@ -98,6 +98,14 @@ def api_db_name(pg: Databases) -> Iterator[str]:
     pg.drop(name)
 
 
+@pytest.fixture
+def missing_mlflow_db(pg: Databases) -> Iterator[str]:
+    """A name for MLflow's database that `just mlflow` must create itself; dropped afterwards."""
+    name = pg.new_name("mlflow_new")
+    yield name
+    pg.drop(name)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -229,7 +237,7 @@ def mlflow_server_pid(database: str) -> int:
 
 @pytest.mark.skipif(not (shutil.which("just") and shutil.which("uv")), reason="`just mlflow` needs just and uv on PATH")
 def test_just_mlflow_serves_runs_into_mlflows_database(
-    pg: Databases, mlflow_db: str, api_db_name: str, tmp_path: Path
+    pg: Databases, missing_mlflow_db: str, api_db_name: str, tmp_path: Path
 ) -> None:
     port = free_port()
     log = tmp_path / "mlflow.log"
@@ -238,7 +246,7 @@ def test_just_mlflow_serves_runs_into_mlflows_database(
     # MLflow's job runner (GenAI scorers) starts four more Python processes that this check does not need.
     env = {
         **pg.env(api_db_name),
-        "POSTGRES_DB": mlflow_db,
+        "POSTGRES_DB": missing_mlflow_db,
         **credentials,
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
     }
@@ -254,7 +262,7 @@ def test_just_mlflow_serves_runs_into_mlflows_database(
     try:
         ready = f"MLflow tracking server ready on http://127.0.0.1:{port}"
         wait_for(lambda: ready in log.read_text(), process, log, MLFLOW_DEADLINE)
-        server_group = os.getpgid(mlflow_server_pid(mlflow_db))
+        server_group = os.getpgid(mlflow_server_pid(missing_mlflow_db))
         client = MlflowClient(tracking_uri=f"http://127.0.0.1:{port}")
         experiment = client.create_experiment("bikes-demand")
         run = client.create_run(experiment, run_name="through-the-server")
@@ -263,13 +271,14 @@ def test_just_mlflow_serves_runs_into_mlflows_database(
     finally:
         code = stop(process, signal.SIGINT)
     said = log.read_text()
-    assert f"MLflow database '{mlflow_db}' on " in said
+    (reported,) = [line for line in said.splitlines() if line.startswith(f"MLflow database '{missing_mlflow_db}' on ")]
+    assert reported.endswith(": created.")
     assert "Traceback" not in said
     # The app stops MLflow and exits 0; just reports any recipe that saw a Ctrl-C as 130.
     assert code in (0, 128 + signal.SIGINT), said
     assert "Stopping the MLflow tracking server..." in said
     rows = pg.query(
-        mlflow_db,
+        missing_mlflow_db,
         "SELECT r.name, r.status, m.key, m.value FROM runs r JOIN metrics m USING (run_uuid) WHERE r.run_uuid = $1",
         run.info.run_id,
     )

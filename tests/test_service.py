@@ -44,6 +44,34 @@ async def test_health_answers_when_the_database_does(client: AsyncTestClient[Lit
     assert (response.status_code, response.json()) == (200, {"status": "ok", "database": "ok"})
 
 
+async def test_sign_up_without_the_user_role_is_a_json_500_and_creates_no_user(
+    pg: Databases, api_db: str, client: AsyncTestClient[Litestar]
+) -> None:
+    await pg.fetch(api_db, "DELETE FROM roles WHERE name = 'user'")
+    response = await client.post("/api/v1/register", json=SIGN_UP)
+    assert (response.status_code, response.json()) == (500, {"status_code": 500, "detail": "Internal server error"})
+    # The user and its role are one transaction: without the role, the user is rolled back too.
+    assert await pg.fetch(api_db, "SELECT username FROM users") == []
+
+
+async def api_backends(pg: Databases, database: str) -> int:
+    rows = await pg.fetch("postgres", "SELECT count(*) FROM pg_stat_activity WHERE datname = $1", database)
+    count: int = rows[0][0]
+    return count
+
+
+async def test_stopping_the_service_closes_its_database_connections(pg: Databases, api_db: str) -> None:
+    async with AsyncTestClient(create_app(pg.settings(api_db, **FAST_HASHING))) as client:
+        assert (await client.post("/api/v1/register", json=SIGN_UP)).status_code == 201
+        assert await api_backends(pg, api_db) > 0  # the pool keeps its connection between requests
+    # A backend exits a moment after its client hangs up.
+    async with asyncio.timeout(5):
+        while True:
+            if await api_backends(pg, api_db) == 0:
+                return
+            await asyncio.sleep(0.05)
+
+
 async def test_database_outage_is_503_everywhere_and_recovers(tmp_path: Path) -> None:
     data_dir = tmp_path / "pg"
     start_embedded(data_dir)

@@ -2,18 +2,56 @@
 
 from __future__ import annotations
 
+import configparser
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
+from app.db.migrations import ALEMBIC_INI
 from app.db.server import ServerAddress, server_address
-from app.settings import Settings
+from app.settings import PROJECT_ROOT, Settings
 from tests.databases import Databases, run_app
 
 
+@pytest.fixture
+def no_settings_in_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The environment sets none of the settings, so only the file and the defaults count."""
+    for name in Settings.model_fields:
+        monkeypatch.delenv(name.upper(), raising=False)
+
+
+@pytest.mark.usefixtures("no_settings_in_env")
 def test_defaults_follow_the_guide() -> None:
     settings = Settings(_env_file=None)
     assert (settings.postgres_db, settings.api_db_name, settings.api_db_user) == ("mlflow", "bikerental_api", "mlflow")
     assert settings.embedded
+
+
+@pytest.mark.usefixtures("no_settings_in_env")
+def test_credentials_default_to_the_guides() -> None:
+    settings = Settings(_env_file=None)
+    assert (settings.postgres_user, settings.postgres_password.get_secret_value()) == ("mlflow", "mlflow")
+    assert (settings.api_db_user, settings.api_db_password.get_secret_value()) == ("mlflow", "mlflow")
+    assert settings.api_db_port == 5432
+
+
+@pytest.mark.usefixtures("no_settings_in_env")
+def test_settings_are_read_from_dot_env(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("API_DB_NAME=x\nAPI_DB_PORT=5433\n")
+    settings = Settings(_env_file=tmp_path / ".env")
+    assert (settings.api_db_name, settings.api_db_port) == ("x", 5433)
+
+
+@pytest.mark.usefixtures("no_settings_in_env")
+def test_every_value_in_the_example_env_is_the_default() -> None:
+    assert Settings(_env_file=PROJECT_ROOT / ".env.example") == Settings(_env_file=None)
+
+
+def test_alembic_ini_holds_no_database_url() -> None:
+    ini = configparser.ConfigParser()
+    ini.read(ALEMBIC_INI)
+    assert not ini.get("alembic", "sqlalchemy.url", fallback="")
 
 
 def test_api_database_named_like_mlflows_is_refused() -> None:

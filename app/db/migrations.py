@@ -28,7 +28,8 @@ class MultipleHeadsError(SetupError):
 
 def alembic_config(settings: Settings, *, configure_logging: bool = True) -> Config:
     """An Alembic `Config` whose env.py uses `settings` instead of reading its own."""
-    config = Config(str(ALEMBIC_INI))
+    # This process's stdout as it is now: Alembic's default is the one at import time, which ignores a redirection.
+    config = Config(str(ALEMBIC_INI), stdout=sys.stdout)
     config.attributes["settings"] = settings
     config.attributes["configure_logging"] = configure_logging
     return config
