@@ -65,6 +65,9 @@ class Databases:
             "api_db_name": database,
             "postgres_db": "mlflow",
             "rate_limit_per_minute": str(10**6),
+            # A developer's `.env` may serve beyond loopback; the commands under test run on this machine.
+            "api_host": "127.0.0.1",
+            "environment": "development",
             **self.fields,
         }
         return {**os.environ, **{k.upper(): v for k, v in fields.items()}, "PYTHONPATH": str(PROJECT_ROOT)}

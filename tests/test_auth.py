@@ -20,6 +20,7 @@ from app.cli import main
 from app.db.engine import create_api_engine
 from app.db.provision import connect
 from app.http.app import create_app
+from app.services.passwords import HashingOverloadedError
 from app.services.roles import LastAdminError, revoke_role
 from app.settings import EXAMPLE_JWT_SECRET, Settings
 from tests.conftest import FAST_HASHING
@@ -97,6 +98,22 @@ async def test_an_old_hash_is_upgraded_on_login(client: Client, pg: Databases, a
     (row,) = await pg.fetch(api_db, "SELECT hashed_password FROM users WHERE id = $1", user_id)
     assert row[0] != old
     assert f"m={FAST_HASHING['argon2_memory_kib']},t={FAST_HASHING['argon2_time_cost']}" in row[0]
+
+
+async def test_a_login_while_hashing_is_saturated_keeps_the_old_hash_for_later(
+    client: Client, pg: Databases, api_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user_id = await sign_up(client, "alice")
+    old = PasswordHasher(time_cost=1, memory_cost=512, parallelism=1).hash(PASSWORD)
+    await pg.fetch(api_db, "UPDATE users SET hashed_password = $1 WHERE id = $2", old, user_id)
+
+    async def saturated(password: str) -> str:
+        raise HashingOverloadedError(retry_after=5)
+
+    monkeypatch.setattr(client.app.state.hashing, "hash", saturated)
+    await log_in(client, "alice")  # the password is right: the upgrade can wait, the user should not
+    (row,) = await pg.fetch(api_db, "SELECT hashed_password FROM users WHERE id = $1", user_id)
+    assert row[0] == old
 
 
 def forged(secret: str, sub: str, expires: datetime) -> dict[str, str]:
@@ -178,14 +195,19 @@ async def test_admin_grants_revokes_and_deactivates(client: Client, people: dict
     assert (await client.patch(f"/api/v1/users/{joe_id}", json={"roles": ["admin"]}, headers=admin)).status_code == 400
 
 
-async def test_the_last_active_admin_cannot_be_demoted_or_deactivated(client: Client, people: dict[str, Any]) -> None:
-    admin, root = people["auth"]["root"], people["ids"]["root"]
+async def test_the_last_active_admin_cannot_be_demoted_or_deactivated(
+    client: Client, people: dict[str, Any], pg: Databases, api_db: str
+) -> None:
+    admin, root, mod = people["auth"]["root"], people["ids"]["root"], people["ids"]["mod"]
+    # An admin who cannot log in manages nothing: it does not count.
+    await grant_directly(pg, api_db, mod, "admin")
+    await pg.fetch(api_db, "UPDATE users SET is_active = false WHERE id = $1", mod)
     demoted = await client.delete(f"/api/v1/users/{root}/roles/admin", headers=admin)
     assert demoted.status_code == 409
     assert demoted.json()["detail"].startswith("'root' is the last active admin; make another user admin first")
     assert (await client.patch(f"/api/v1/users/{root}", json={"is_active": False}, headers=admin)).status_code == 409
     assert (await client.get("/api/v1/me", headers=admin)).json()["roles"] == ["admin", "user"]
-    await client.put(f"/api/v1/users/{people['ids']['mod']}/roles/admin", headers=admin)
+    assert (await client.patch(f"/api/v1/users/{mod}", json={"is_active": True}, headers=admin)).status_code == 200
     assert (await client.delete(f"/api/v1/users/{root}/roles/admin", headers=admin)).status_code == 200
 
 
@@ -204,7 +226,7 @@ async def test_a_demotion_waits_for_a_concurrent_one_and_then_keeps_the_last_adm
     other, observer = await connect(pg.address, api_db), await connect(pg.address, api_db)
     try:
         async with other.transaction():
-            await other.execute("SELECT id FROM roles WHERE name = 'admin' FOR UPDATE")
+            await other.execute("SELECT id FROM roles WHERE name = 'admin' FOR NO KEY UPDATE")
             demotion = asyncio.ensure_future(demote_root())
             waiting = "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'"
             deadline = time.monotonic() + 10
@@ -246,8 +268,10 @@ async def test_nul_characters_are_refused_and_change_nothing(
 ) -> None:
     admin = people["auth"]["root"]
     sign_up = {"username": "nul", "email": "nul@example.com", "password": PASSWORD, "full_name": "a\x00b"}
+    refused_early = await client.post("/api/v1/register", json=sign_up)
+    assert refused_early.json()["extra"][0]["key"] == "full_name"  # before the costly hash, not by PostgreSQL after it
     for response in [
-        await client.post("/api/v1/register", json=sign_up),
+        refused_early,
         await client.post("/api/v1/login", json={"username": "root\x00", "password": PASSWORD}),
         await client.put(f"/api/v1/users/{people['ids']['joe']}/roles/ad%00min", headers=admin),
         await client.get("/api/v1/users?role=%00", headers=admin),

@@ -108,7 +108,8 @@ def test_api_migrates_seeds_and_serves_on_the_shared_database(compose: dict[str,
     assert (env["API_HOST"], env["API_PORT"]) == (EVERY_INTERFACE, "8000")
     assert env["API_DB_NAME"] == "${API_DB_NAME:-bikerental_api}"
     assert env["POSTGRES_DB"] == "${POSTGRES_DB:-mlflow}"  # so the settings can refuse an API database named like it
-    assert api["ports"] == ["8000:8000"]
+    # Its tokens may be signed with the example secret: reachable from this machine only.
+    assert api["ports"] == ["127.0.0.1:8000:8000"]
     assert api["volumes"] == ["api-backups:/srv/backups"]  # BACKUP_DIR's default in the image's /srv
     assert "api-backups" in compose["volumes"]
     assert waits_for_healthy_db(api)

@@ -10,7 +10,7 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 
 from app.cli import main
-from app.db.lint import SQUAWK_CONFIG, _squawk, lint_migrations, render_upgrade_sql
+from app.db.lint import SQUAWK_CONFIG, lint_migrations, render_upgrade_sql, squawk_findings
 from app.db.migrations import VERSIONS_DIR, alembic_config
 from app.errors import SetupError
 from tests.databases import Databases
@@ -92,7 +92,7 @@ def test_the_projects_squawk_config_requires_timeouts(tmp_path: Path) -> None:
     # Rendered revisions always set them; a statement run after an autocommit_block may not.
     bare = tmp_path / "bare.sql"
     bare.write_text("ALTER TABLE users ADD COLUMN x int;\n")
-    rules = {finding["rule_name"] for finding in _squawk([bare], SQUAWK_CONFIG)}
+    rules = {finding["rule_name"] for finding in squawk_findings([bare], SQUAWK_CONFIG)}
     assert {"require-lock-timeout", "require-statement-timeout"} <= rules
 
 

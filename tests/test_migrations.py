@@ -111,17 +111,18 @@ def test_check_catches_a_model_change_without_migration(pg: Databases, empty_db:
 
 
 def test_check_command_fails_on_a_model_column_no_migration_creates(
-    pg: Databases, api_db: str, capsys: pytest.CaptureFixture[str]
+    pg: Databases, api_db: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    users, nickname = SQLModel.metadata.tables["users"], sa.Column("nickname", sa.String(30))
-    users.append_column(nickname)
-    try:
-        assert main(["check"], settings=pg.settings(api_db)) == 1
-    finally:
-        users._columns.remove(nickname)
+    # A copy of the models with one column more: the project's own models stay untouched for other tests.
+    models = sa.MetaData(naming_convention=SQLModel.metadata.naming_convention)
+    for table in SQLModel.metadata.tables.values():
+        table.to_metadata(models)
+    models.tables["users"].append_column(sa.Column("nickname", sa.String(30)))
+    monkeypatch.setattr(SQLModel, "metadata", models)  # env.py reads it on each run
+    assert main(["check"], settings=pg.settings(api_db)) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: the models and the migrations disagree")
-    assert "'add_column', None, 'users', Column('nickname'" in err
+    assert "nickname" in err
     assert "just revision" in err
 
 

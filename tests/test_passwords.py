@@ -87,7 +87,7 @@ async def test_verify_and_rehash() -> None:
 
 
 async def test_passwords_are_hashed_with_argon2s_rfc_9106_low_memory_profile_by_default() -> None:
-    hashing = PasswordHashing(Settings.model_validate({}))
+    hashing = PasswordHashing(Settings.model_validate({"hash_workers": 1}))
     try:
         hashed = await hashing.hash("correct horse")
     finally:

@@ -123,7 +123,8 @@ def render_upgrade_sql(config: Config, revision: Script) -> str:
     return buffer.getvalue()
 
 
-def _squawk(paths: list[Path], squawk_config: Path) -> list[dict[str, object]]:
+def squawk_findings(paths: list[Path], squawk_config: Path) -> list[dict[str, object]]:
+    """Squawk's findings on the SQL files, as its JSON reporter gives them."""
     # Beside this interpreter first: `.venv/bin/python -m app` works without the venv on PATH.
     squawk = shutil.which("squawk", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]))
     if squawk is None:
@@ -152,7 +153,7 @@ def lint_migrations(config: Config, squawk_config: Path = SQUAWK_CONFIG) -> tupl
             path.write_text(render_upgrade_sql(config, revision))
             files[str(path)] = revision
         findings = []
-        for item in _squawk([Path(name) for name in files], squawk_config):
+        for item in squawk_findings([Path(name) for name in files], squawk_config):
             revision = files[str(item["file"])]
             lines = Path(str(item["file"])).read_text().splitlines()
             line = int(str(item["line"]))

@@ -77,6 +77,7 @@ def on_database_error(request: Request[Any, Any, Any], exc: Exception) -> Respon
     # PostgreSQL's message can quote the failing row (a password hash among it): log where and what, not that.
     driver_error = getattr(getattr(exc, "orig", None), "__cause__", None)
     if getattr(driver_error, "sqlstate", None) == _UNTRANSLATABLE_TEXT:
+        logger.info("refused text with NUL on %s %s", request.method, request.url.path)
         return error_response(400, "Text must not contain NUL (\\u0000) characters")
     logger.error(
         "database error on %s %s: %s (sqlstate %s, constraint %s)\n%s",

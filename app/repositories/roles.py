@@ -34,10 +34,11 @@ class RoleRepository:
         table = DBRole.__table__  # type: ignore[attr-defined]
         return list((await self.session.execute(sa.select(table.c.name).order_by(table.c.name))).scalars())
 
-    async def id_of(self, name: str, *, for_update: bool = False) -> int | None:
-        """The id of the role called `name`, or None; `for_update` locks the role until the transaction ends."""
+    async def id_of(self, name: str, *, lock: bool = False) -> int | None:
+        """The id of the role called `name`, or None; `lock` holds the role until the transaction ends."""
         table = DBRole.__table__  # type: ignore[attr-defined]
         statement = sa.select(table.c.id).where(table.c.name == name)
-        if for_update:
-            statement = statement.with_for_update()
+        if lock:
+            # FOR NO KEY UPDATE: lockers take turns, while inserts that only reference the role go on.
+            statement = statement.with_for_update(key_share=True)
         return (await self.session.execute(statement)).scalar_one_or_none()

@@ -21,7 +21,7 @@ T = TypeVar("T")
 
 
 class HashingOverloadedError(Exception):
-    """More sign-ups are queued than the hashers can serve in the configured time."""
+    """More password hashes or checks are queued than the hashers can serve in the configured time."""
 
     def __init__(self, retry_after: int) -> None:
         super().__init__(f"password hashing is saturated; retry in {retry_after} s")

@@ -26,27 +26,34 @@ async def grant_role(session: AsyncSession, user_id: int, role: str) -> UserReco
 
 async def revoke_role(session: AsyncSession, user_id: int, role: str) -> UserRecord:
     users = UserRepository(session)
+    if role == RoleName.ADMIN:
+        await _lock_admins(session)
     user = await _existing_user(users, user_id)
     role_id = await _existing_role(session, role)
-    if role == RoleName.ADMIN and user.is_active:
-        await _keep_another_admin(session, users, user)
+    if role == RoleName.ADMIN and RoleName.ADMIN in user.roles and user.is_active:
+        await _keep_another_admin(users, user, role_id)
     await users.revoke(user_id, role_id)
     return await _existing_user(users, user_id)
 
 
 async def set_active(session: AsyncSession, user_id: int, active: bool) -> UserRecord:
     users = UserRepository(session)
+    admin_role = await _lock_admins(session)
     user = await _existing_user(users, user_id)
-    if not active and RoleName.ADMIN in user.roles:
-        await _keep_another_admin(session, users, user)
+    if not active and admin_role is not None and RoleName.ADMIN in user.roles and user.is_active:
+        await _keep_another_admin(users, user, admin_role)
     await users.set_active(user_id, active)
     return await _existing_user(users, user_id)
 
 
-async def _keep_another_admin(session: AsyncSession, users: UserRepository, user: UserRecord) -> None:
-    # Locking the admin role makes such changes take turns: two admins demoting each other cannot both succeed.
-    admin_role = await RoleRepository(session).id_of(RoleName.ADMIN, for_update=True)
-    if admin_role is not None and await users.count_active_holders(admin_role, excluding=user.id) == 0:
+async def _lock_admins(session: AsyncSession) -> int | None:
+    # Taken before the user is read, so changes to admins take turns and each sees those before it: two admins
+    # demoting each other cannot both succeed. Grants go on: their foreign key only shares the role.
+    return await RoleRepository(session).id_of(RoleName.ADMIN, lock=True)
+
+
+async def _keep_another_admin(users: UserRepository, user: UserRecord, admin_role: int) -> None:
+    if await users.count_active_holders(admin_role, excluding=user.id) == 0:
         raise LastAdminError(
             f"'{user.username}' is the last active admin; make another user admin first (or run `just create-admin`)"
         )
