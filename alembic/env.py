@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 from logging.config import fileConfig
 from typing import Any
 
 import sqlalchemy as sa
 from alembic import context
+from alembic.runtime.migration import MigrationContext
 from pydantic import ValidationError
-from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import SQLModel
 
 from app.db.checksums import record_checksums, verify_checksums
+from app.db.engine import single_connection
 from app.db.guard import check_database_is_ours
-from app.db.migrations import Revisions, take_migration_lock
+from app.db.indexes import rebuild_invalid_indexes
+from app.db.migration_lock import migration_session
+from app.db.migrations import Revisions
 from app.db.models import API_TABLES
-from app.db.provision import prepare_api_database
-from app.db.timeouts import set_migration_timeouts, timeout_statements, timeouts_explained
+from app.db.provision import quote_ident
+from app.db.timeouts import concurrent_timeout_statement, timeout_statements, timeouts_explained
 from app.errors import SetupError
 from app.settings import Settings, get_settings
 
@@ -54,46 +59,69 @@ def run_migrations_offline() -> None:
         dialect_opts={"paramstyle": "named"},
         compare_type=True,
         include_name=include_name,
+        version_table_schema=settings.api_db_schema,
     )
+    # The same time-outs as online, so the SQL a DBA applies (and the migration lint reads) is the SQL we run.
+    for statement in timeout_statements(settings):
+        context.execute(statement)
+    with_concurrent_timeout(context.get_context())
     with context.begin_transaction():
-        # The same time-outs as online, so the SQL a DBA applies (and the migration lint reads) is the SQL we run.
-        for statement in timeout_statements(settings):
-            context.execute(statement)
         context.run_migrations()
 
 
+def with_concurrent_timeout(migration: MigrationContext) -> None:
+    """Give statements in a revision's `autocommit_block()` their own time-out: concurrent builds take long."""
+    block = migration.autocommit_block
+
+    @contextmanager
+    def autocommit_block() -> Iterator[None]:
+        with block():
+            migration.execute(concurrent_timeout_statement(settings, inside=True))
+            try:
+                yield
+            finally:
+                migration.execute(concurrent_timeout_statement(settings, inside=False))
+
+    # An instance attribute: revisions keep writing the standard `op.get_context().autocommit_block()`.
+    migration.autocommit_block = autocommit_block  # type: ignore[method-assign]
+
+
 def do_run_migrations(connection: sa.Connection) -> None:
-    context.configure(
-        connection=connection,
-        target_metadata=target_metadata,
-        compare_type=True,
-        include_name=include_name,
-    )
-    # Lock and guard inside Alembic's transaction: a query before it would open a transaction
-    # Alembic never commits, and the migration would silently roll back.
-    with context.begin_transaction():
-        take_migration_lock(connection)
-        set_migration_timeouts(connection, settings)  # after the lock: waiting for another migration is fine
-        check_database_is_ours(connection, revisions.known)
-        verify_checksums(connection, revisions.script)
+    # One run at a time for its whole length, autocommit blocks included: a session lock survives their commits.
+    with migration_session(connection, settings):
         with timeouts_explained(settings):
+            if settings.api_db_schema:
+                connection.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(settings.api_db_schema)}"))
+            check_database_is_ours(connection, revisions.known, settings.api_db_schema)
+            verify_checksums(connection, revisions.script)
+            # Committed before Alembic starts: a transaction it finds open would be taken for an outer one and
+            # never committed.
+            connection.commit()
+            rebuild_invalid_indexes(connection, settings)
+        context.configure(
+            connection=connection,
+            target_metadata=target_metadata,
+            compare_type=True,
+            include_name=include_name,
+            version_table_schema=settings.api_db_schema,
+            # In the step's own transaction: a revision's checksum is recorded exactly when it is applied.
+            on_version_apply=lambda ctx, **_: record_checksums(connection, revisions.script),
+        )
+        with_concurrent_timeout(context.get_context())
+        with timeouts_explained(settings), context.begin_transaction():
             context.run_migrations()
-        # In the migration's transaction: a revision's checksum is recorded exactly when it is applied.
+        # Revisions applied before the checksum table existed are recorded now, whether or not anything ran.
         record_checksums(connection, revisions.script)
+        connection.commit()
 
 
 async def run_async_migrations() -> None:
-    address = await prepare_api_database(settings)
-    engine = create_async_engine(address.url(settings.api_db_name), poolclass=sa.NullPool)
-    try:
-        async with engine.connect() as connection:
-            await connection.run_sync(do_run_migrations)
-    finally:
-        await engine.dispose()
+    async with single_connection(settings) as connection:
+        await connection.run_sync(do_run_migrations)
 
 
 def run_migrations_online() -> None:
-    # A caller that holds a connection (the service's startup, the tests) passes it in.
+    # A caller that holds a connection (outside a transaction) may pass it in; otherwise env.py opens its own.
     connection = config.attributes.get("connection")
     if connection is None:
         asyncio.run(run_async_migrations())

@@ -30,11 +30,17 @@ class Settings(BaseSettings):
     # Unset: an embedded PostgreSQL whose data lives in `embedded_db_dir`.
     api_db_host: str | None = None
     api_db_port: int = 5432
+    # Set: the API's tables, Alembic's version table and the checksum table live in this schema (created when
+    # missing), so the API can share one database with MLflow in another schema. Unset: the server's default schema.
+    api_db_schema: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]{0,62}$")] | None = None
     embedded_db_dir: Path = PROJECT_ROOT / ".data" / "postgres"
 
     # Migrations fail fast instead of queueing every request behind a lock they wait for (seconds; 0: no limit).
     migration_lock_timeout: Annotated[float, Field(ge=0)] = 5.0
     migration_statement_timeout: Annotated[float, Field(ge=0)] = 60.0
+    # Statements in a revision's `autocommit_block()` (a concurrent index build): they lock no reader or writer out,
+    # and on a big table they take longer than any other statement.
+    migration_concurrent_timeout: Annotated[float, Field(ge=0)] = 3600.0
     # pg_dump archives of the API database; migrate, downgrade, reset and restore take one first when it holds rows.
     backup_dir: Path = PROJECT_ROOT / "backups"
     backup_keep: Annotated[int, Field(ge=1)] = 10
@@ -68,10 +74,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _api_db_is_not_mlflow_db(self) -> Settings:
-        if self.api_db_name == self.postgres_db:
+        if self.api_db_name == self.postgres_db and not self.api_db_schema:
             raise ValueError(
                 f"API_DB_NAME and POSTGRES_DB are both '{self.api_db_name}': the API database must be "
-                "separate from MLflow's; set API_DB_NAME to another name"
+                "separate from MLflow's; set API_DB_NAME to another name, or API_DB_SCHEMA to a schema of the API's own"
             )
         return self
 

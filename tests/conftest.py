@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 from alembic import command
@@ -13,6 +15,7 @@ from litestar.testing import AsyncTestClient
 
 from app.db.migrations import alembic_config
 from app.http.app import create_app
+from app.settings import PROJECT_ROOT
 from tests.databases import Databases
 
 
@@ -36,6 +39,18 @@ def api_db(pg: Databases, migrated_template: str) -> Iterator[str]:
     name = pg.create(pg.new_name("api"), template=migrated_template)
     yield name
     pg.drop(name)
+
+
+@pytest.fixture
+def project_copy(tmp_path: Path) -> Path:
+    """A copy of the project's code and migrations, for a test that adds a revision or edits a model as a user would."""
+    root = tmp_path / "project"
+    ignore = shutil.ignore_patterns("__pycache__")
+    for folder in ("app", "alembic"):
+        shutil.copytree(PROJECT_ROOT / folder, root / folder, ignore=ignore)
+    for name in ("alembic.ini", "pyproject.toml"):
+        shutil.copy(PROJECT_ROOT / name, root)
+    return root
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 from alembic import command
 
 from app.cli import main
-from app.db.backup import take_backup
+from app.db.backup import pg_env, pg_tool
 from app.db.migrations import alembic_config
 from app.db.server import embedded_bin_dir
 from app.settings import Settings
@@ -28,6 +28,14 @@ def users(pg: Databases, db: str) -> list[str]:
 
 def version(pg: Databases, db: str) -> list[str]:
     return [row[0] for row in pg.query(db, "SELECT version_num FROM alembic_version")]
+
+
+def whole_database_dump(settings: Settings, folder: Path) -> Path:
+    """A pg_dump of a whole database, as a DBA (or this project before it dumped only its own tables) takes one."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{settings.api_db_name}-whole.dump"
+    subprocess.run([pg_tool("pg_dump"), "--format=custom", f"--file={path}"], env=pg_env(settings), check=True)
+    return path
 
 
 def archives(folder: Path) -> list[str]:
@@ -182,7 +190,7 @@ def test_restore_without_a_terminal_or_yes_changes_nothing(
 def test_restore_refuses_a_dump_of_another_database(
     pg: Databases, settings: Settings, api_db: str, empty_db: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    other = take_backup(pg.settings(empty_db, backup_dir=settings.backup_dir), [])
+    other = whole_database_dump(pg.settings(empty_db), settings.backup_dir)
     add_user(pg, api_db, "ann")
     assert main(["restore", "--yes", str(other)], settings=settings) == 1
     err = capsys.readouterr().err
@@ -193,7 +201,7 @@ def test_restore_refuses_a_dump_of_another_database(
 def test_restore_refuses_mlflows_dump(
     pg: Databases, settings: Settings, api_db: str, mlflow_db: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    dump = take_backup(pg.settings(mlflow_db, backup_dir=settings.backup_dir), [])
+    dump = whole_database_dump(pg.settings(mlflow_db), settings.backup_dir)
     add_user(pg, api_db, "ann")
     # Whether MLflow's database is named in POSTGRES_DB, or recognised by its tables under the API's name.
     for target in (settings.model_copy(update={"postgres_db": mlflow_db}), pg.settings(mlflow_db)):

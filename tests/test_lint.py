@@ -141,6 +141,6 @@ def test_the_linted_sql_has_the_default_timeouts_whatever_the_local_ones(pg: Dat
     config = alembic_config(local, configure_logging=False)
     head, *_ = ScriptDirectory.from_config(config).walk_revisions()
     sql = render_upgrade_sql(config, head)
-    assert "SET LOCAL lock_timeout = '5000ms';" in sql
-    assert "SET LOCAL statement_timeout = '60000ms';" in sql
+    assert "SET lock_timeout = '5000ms';" in sql
+    assert "SET statement_timeout = '60000ms';" in sql
     assert "'0ms'" not in sql

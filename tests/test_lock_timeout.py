@@ -14,7 +14,8 @@ import sqlalchemy as sa
 from alembic import command
 
 from app.cli import main
-from app.db.migrations import MIGRATION_LOCK_KEY, VERSIONS_DIR, alembic_config
+from app.db.migration_lock import MIGRATION_LOCK_KEY
+from app.db.migrations import VERSIONS_DIR, alembic_config
 from app.db.timeouts import MigrationTimeoutError
 from tests.databases import Databases
 
@@ -75,7 +76,7 @@ def test_migrate_behind_a_held_lock_fails_fast_and_changes_nothing(
 
 
 def test_waiting_for_another_migration_is_not_cut_by_lock_timeout(
-    pg: Databases, at_0001: str, other_session: sa.Connection, tmp_path: Path
+    pg: Databases, at_0001: str, other_session: sa.Connection, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     lock_timeout = 0.2
     settings = pg.settings(at_0001, migration_lock_timeout=lock_timeout, backup_dir=tmp_path)
@@ -83,17 +84,20 @@ def test_waiting_for_another_migration_is_not_cut_by_lock_timeout(
     result: list[int] = []
     migrating = threading.Thread(target=lambda: result.append(main(["migrate"], settings=settings)))
     migrating.start()
-    waiting = sa.text("SELECT count(*) FROM pg_stat_activity WHERE datname = :db AND wait_event = 'advisory'")
-    deadline = time.monotonic() + 30
-    while other_session.execute(waiting, {"db": at_0001}).scalar_one() == 0:
-        assert time.monotonic() < deadline, "the migration never queued behind the migration lock"
-        time.sleep(0.02)
-    queued_at = time.monotonic()
-    while time.monotonic() - queued_at < 3 * lock_timeout:  # well past lock_timeout, still queued
-        assert migrating.is_alive(), f"the migration gave up waiting for the other one: {result}"
-        time.sleep(0.02)
-    other_session.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY})
-    migrating.join(timeout=60)
+    try:
+        deadline = time.monotonic() + 30
+        while "waits for another migration, reset or restore of this database" not in capsys.readouterr().err:
+            assert time.monotonic() < deadline, "the migration never queued behind the migration lock"
+            assert migrating.is_alive(), f"the migration did not wait for the other one: {result}"
+            time.sleep(0.02)
+        queued_at = time.monotonic()
+        while time.monotonic() - queued_at < 3 * lock_timeout:  # well past lock_timeout, still queued
+            assert migrating.is_alive(), f"the migration gave up waiting for the other one: {result}"
+            time.sleep(0.02)
+        assert schema_state(pg, at_0001)[0] == ["0001"]
+    finally:
+        other_session.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY})
+        migrating.join(timeout=60)
     assert result == [0]
     assert schema_state(pg, at_0001)[0] == ["0002"]
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
@@ -35,11 +36,10 @@ SERVE_DEADLINE = 60.0
 # `just mlflow` may first install the `mlflow` extra (from uv's cache: seconds) before MLflow starts.
 MLFLOW_DEADLINE = 180.0
 
-_TABLES = """
-SELECT format('%I.%I', schemaname, tablename) FROM pg_tables
-WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1
-"""
-_SEQUENCES = "SELECT format('%I.%I', schemaname, sequencename), last_value FROM pg_sequences ORDER BY 1"
+_TABLES = "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables WHERE schemaname = $1 ORDER BY 1"
+_SEQUENCES = (
+    "SELECT format('%I.%I', schemaname, sequencename), last_value FROM pg_sequences WHERE schemaname = $1 ORDER BY 1"
+)
 
 
 @dataclass(frozen=True)
@@ -51,18 +51,19 @@ class Snapshot:
     sequences: dict[str, int | None]
 
 
-def snapshot(pg: Databases, database: str) -> Snapshot:
+def snapshot(pg: Databases, database: str, schema: str = "public") -> Snapshot:
+    """MLflow's schema `schema` of `database`."""
     env = {**os.environ, **pg.address.libpq_env(database)}
     # A fixed \restrict key: pg_dump draws a random one per run, which would differ between two identical dumps.
-    dump = [str(embedded_bin_dir() / "pg_dump"), "--schema-only", "--restrict-key=bikerental"]
-    schema = subprocess.run(dump, env=env, capture_output=True, text=True, check=True).stdout
+    dump = [str(embedded_bin_dir() / "pg_dump"), "--schema-only", "--restrict-key=bikerental", f"--schema={schema}"]
+    ddl = subprocess.run(dump, env=env, capture_output=True, text=True, check=True).stdout
     tables: dict[str, tuple[int, str]] = {}
-    for (table,) in pg.query(database, _TABLES):
+    for (table,) in pg.query(database, _TABLES, schema):
         digest = f"SELECT count(*), md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t::text), '')) FROM {table} t"
         count, md5 = pg.query(database, digest)[0]
         tables[table] = (count, md5)
-    sequences = dict(pg.query(database, _SEQUENCES))
-    return Snapshot(schema=schema, tables=tables, sequences=sequences)
+    sequences = dict(pg.query(database, _SEQUENCES, schema))
+    return Snapshot(schema=ddl, tables=tables, sequences=sequences)
 
 
 def fill_through_mlflow(tracking_uri: str, artifacts: Path) -> None:
@@ -88,6 +89,33 @@ def filled_mlflow_db(pg: Databases, mlflow_db: str, tmp_path: Path, monkeypatch:
     monkeypatch.setenv("MLFLOW_SQLALCHEMYSTORE_POOLCLASS", "NullPool")
     fill_through_mlflow(pg.psycopg_url(mlflow_db), tmp_path / "artifacts")
     return mlflow_db
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where MLflow's tables are, and the settings that put the API beside them."""
+
+    mlflow_database: str
+    mlflow_schema: str
+    settings: dict[str, str]
+
+
+@pytest.fixture(params=["two databases", "one database, two schemas"])
+def layout(request: pytest.FixtureRequest, pg: Databases, filled_mlflow_db: str, api_db_name: str) -> Iterator[Layout]:
+    """The guide's layout (a database each), or one database with MLflow in schema `tracking` and the API in `api`."""
+    if request.param == "two databases":
+        yield Layout(filled_mlflow_db, "public", {"API_DB_NAME": api_db_name, "POSTGRES_DB": filled_mlflow_db})
+        return
+    shared = pg.create(pg.new_name("shared"), template=filled_mlflow_db)
+    pg.query(shared, "ALTER SCHEMA public RENAME TO tracking")
+    pg.query(shared, "CREATE SCHEMA public")
+    # MLflow pointed at its schema, as its users do: its own migrations find the store at head, its client writes.
+    url = sa.make_url(pg.psycopg_url(shared)).update_query_dict({"options": "-csearch_path=tracking"})
+    uri = url.render_as_string(hide_password=False)
+    subprocess.run([sys.executable, "-m", "mlflow", "db", "upgrade", uri], check=True, capture_output=True, timeout=300)
+    MlflowClient(tracking_uri=uri).create_experiment("bikes-shared", artifact_location="file:///tmp/bikes-shared")
+    yield Layout(shared, "tracking", {"API_DB_NAME": shared, "POSTGRES_DB": shared, "API_DB_SCHEMA": "api"})
+    pg.drop(shared)
 
 
 @pytest.fixture
@@ -161,16 +189,15 @@ def serve_and_register(env: dict[str, str], tmp_path: Path) -> None:
         stop(process)
 
 
-def test_no_api_command_changes_mlflows_database(
-    pg: Databases, filled_mlflow_db: str, api_db_name: str, tmp_path: Path
-) -> None:
-    before = snapshot(pg, filled_mlflow_db)
-    assert before.tables["public.runs"][0] == 4
-    assert before.tables["public.metrics"][0] == 4 * 5
+def test_no_api_command_changes_mlflows_database(pg: Databases, layout: Layout, tmp_path: Path) -> None:
+    before = snapshot(pg, layout.mlflow_database, layout.mlflow_schema)
+    assert before.tables[f"{layout.mlflow_schema}.runs"][0] == 4
+    assert before.tables[f"{layout.mlflow_schema}.metrics"][0] == 4 * 5
+    api_database = layout.settings["API_DB_NAME"]
     env = {
-        **pg.env(api_db_name),
-        # MLflow's database is the configured one, beside the API's on the same server.
-        "POSTGRES_DB": filled_mlflow_db,
+        **pg.env(api_database),
+        # MLflow's database is the configured one, beside the API's on the same server (or the same database).
+        **layout.settings,
         "BACKUP_DIR": str(tmp_path / "backups"),
         **{name.upper(): str(value) for name, value in FAST_HASHING.items()},
     }
@@ -199,9 +226,10 @@ def test_no_api_command_changes_mlflows_database(
     assert len(list(versions.glob("*.py"))) == 1
     serve_and_register(env, tmp_path)
 
-    users = pg.query(api_db_name, "SELECT username FROM users ORDER BY id")
+    schema = layout.settings.get("API_DB_SCHEMA", "public")
+    users = pg.query(api_database, f"SELECT username FROM {schema}.users ORDER BY id")
     assert [row[0] for row in users] == ["alice", "bob"]
-    after = snapshot(pg, filled_mlflow_db)
+    after = snapshot(pg, layout.mlflow_database, layout.mlflow_schema)
     assert after.schema == before.schema
     assert after.tables == before.tables
     assert after.sequences == before.sequences

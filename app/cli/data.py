@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.cli.schema import backup_first, cli_config, cmd_migrate, print_current
 from app.db.backup import backup_now
-from app.db.engine import api_connection
+from app.db.engine import api_connection, single_connection
 from app.db.migrations import Revisions
 from app.db.reset import drop_api_tables
 from app.db.restore import choose_archive, read_archive, restore_archive
@@ -31,7 +31,7 @@ def confirmed(question: str, what: str, how_to_skip: str) -> bool:
 
 
 def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
-    seeder = RoleSeeder(Revisions(cli_config(settings)))
+    seeder = RoleSeeder(Revisions(cli_config(settings)), settings.api_db_schema)
 
     async def seed() -> str:
         async with api_connection(settings) as connection:
@@ -56,7 +56,7 @@ def cmd_reset(args: argparse.Namespace, settings: Settings) -> int:
     known = Revisions(cli_config(settings)).known
 
     async def reset() -> list[str]:
-        async with api_connection(settings) as connection:
+        async with single_connection(settings) as connection:
             return await connection.run_sync(drop_api_tables, known, settings)
 
     dropped = asyncio.run(reset())
@@ -102,7 +102,9 @@ def cmd_create_admin(args: argparse.Namespace, settings: Settings) -> int:
 
     async def create() -> str:
         async with api_connection(settings) as connection:
-            report = await create_admin(AsyncSession(bind=connection), revisions, password_hasher(settings), account)
+            report = await create_admin(
+                AsyncSession(bind=connection), revisions, password_hasher(settings), account, settings.api_db_schema
+            )
             return report.summary()
 
     print(asyncio.run(create()))

@@ -15,7 +15,9 @@ from app.settings import Settings
 def cmd_psql(args: argparse.Namespace, settings: Settings) -> int:
     address = asyncio.run(prepare_api_database(settings))
     psql = str(embedded_bin_dir() / "psql")
-    os.execve(psql, [psql, *args.psql_args], {**os.environ, **address.libpq_env(settings.api_db_name)})
+    os.execve(
+        psql, [psql, *args.psql_args], {**os.environ, **address.libpq_env(settings.api_db_name, settings.api_db_schema)}
+    )
 
 
 def cmd_db_stop(args: argparse.Namespace, settings: Settings) -> int:

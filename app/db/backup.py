@@ -15,21 +15,20 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlmodel import SQLModel
 
+from app.db.catalog import current_schema, existing_tables
 from app.db.engine import api_connection
 from app.db.guard import check_database_is_ours
 from app.db.migrations import database_revisions
 from app.db.provision import quote_ident
+from app.db.reset import api_owned_tables
 from app.db.server import embedded_bin_dir, server_address
-from app.db.timeouts import set_migration_timeouts, timeouts_explained
+from app.db.timeouts import set_timeouts, timeouts_explained
 from app.errors import SetupError
 from app.settings import Settings
 
 SUFFIX = ".dump"
 _NAME = re.compile(r"^(?P<db>.+)-(?P<stamp>\d{8}T\d{6}\.\d{3}Z)-(?P<revision>[\w+]+)\.dump$")
 _STAMP = "%Y%m%dT%H%M%S.%fZ"
-_EXISTING = sa.text(
-    "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = ANY(:n)"
-)
 
 
 class BackupError(SetupError):
@@ -54,7 +53,7 @@ def pg_tool(name: str) -> str:
 
 def pg_env(settings: Settings) -> dict[str, str]:
     """The environment of a libpq tool on the API database; the password stays out of argv and messages."""
-    return {**os.environ, **server_address(settings).libpq_env(settings.api_db_name)}
+    return {**os.environ, **server_address(settings).libpq_env(settings.api_db_name, settings.api_db_schema)}
 
 
 def first_error(stderr: bytes, returncode: int) -> str:
@@ -87,17 +86,32 @@ def prune_backups(settings: Settings, *, spare: Path | None = None) -> list[Path
     return old
 
 
-def take_backup(settings: Settings, revisions: Collection[str]) -> Path:
-    """Dump the API database (custom format) into the backup folder, named by database, UTC time and revision."""
+@dataclass(frozen=True)
+class ApiState:
+    """What a backup needs to know of the API database before it dumps it."""
+
+    revisions: frozenset[str]
+    holds_rows: bool
+    schema: str
+
+
+def take_backup(settings: Settings, state: ApiState) -> Path:
+    """Dump the API's own tables (custom format) into the backup folder, named by database, UTC time and revision.
+
+    Only the API's: whatever else the database holds (MLflow in another schema, a table of someone else's) is neither
+    in the archive nor touched when it is restored.
+    """
     try:
         settings.backup_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise BackupError(f"cannot keep backups in {settings.backup_dir}: {exc.strerror}; set BACKUP_DIR") from exc
     stamp = datetime.now(UTC).strftime(_STAMP)[:-4] + "Z"  # to the millisecond
-    revision = "+".join(sorted(revisions)) or "base"
+    revision = "+".join(sorted(state.revisions)) or "base"
     path = settings.backup_dir / f"{_file_part(settings.api_db_name)}-{stamp}-{revision}{SUFFIX}"
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")  # never listed, never restored
     command = [pg_tool("pg_dump"), "--no-password", "--format=custom", f"--file={partial}"]
+    # Owned sequences (the ids') come with their tables.
+    command += [f"--table={quote_ident(state.schema)}.{quote_ident(name)}" for name in api_owned_tables()]
     if settings.migration_lock_timeout:
         # A table locked by a long transaction fails the dump instead of hanging it.
         command.append(f"--lock-wait-timeout={round(settings.migration_lock_timeout * 1000)}")
@@ -113,26 +127,32 @@ def take_backup(settings: Settings, revisions: Collection[str]) -> Path:
 
 def api_tables_hold_rows(connection: sa.Connection) -> bool:
     """True when one of the API's tables has a row: one probe per table, however big it is."""
-    existing = connection.execute(_EXISTING, {"n": list(SQLModel.metadata.tables)}).scalars().all()
+    existing = existing_tables(connection, SQLModel.metadata.tables)
     if not existing:
         return False
     probes = " UNION ALL ".join(f"(SELECT 1 FROM {quote_ident(name)} LIMIT 1)" for name in existing)
     return bool(connection.execute(sa.text(f"SELECT EXISTS ({probes})")).scalar_one())
 
 
-async def _inspect(settings: Settings, known_revisions: Collection[str]) -> tuple[frozenset[str], bool]:
+def _api_state(connection: sa.Connection, settings: Settings, known_revisions: Collection[str]) -> ApiState:
+    with timeouts_explained(settings):
+        set_timeouts(connection, settings)  # a locked table fails the probe, not hangs it
+        check_database_is_ours(connection, known_revisions, settings.api_db_schema)
+        return ApiState(
+            database_revisions(connection),
+            api_tables_hold_rows(connection),
+            settings.api_db_schema or current_schema(connection),
+        )
+
+
+async def _inspect(settings: Settings, known_revisions: Collection[str]) -> ApiState:
     async with api_connection(settings) as connection:
-        await connection.run_sync(set_migration_timeouts, settings)  # a locked table fails the probe, not hangs it
-        await connection.run_sync(check_database_is_ours, known_revisions)
-        with timeouts_explained(settings):
-            holds_rows = await connection.run_sync(api_tables_hold_rows)
-        return await connection.run_sync(database_revisions), holds_rows
+        return await connection.run_sync(_api_state, settings, known_revisions)
 
 
 def backup_now(settings: Settings, known_revisions: Collection[str]) -> Path:
     """`just backup`: dump the API database (refusing MLflow's), then keep only the newest archives."""
-    revisions, _ = asyncio.run(_inspect(settings, known_revisions))
-    path = take_backup(settings, revisions)
+    path = take_backup(settings, asyncio.run(_inspect(settings, known_revisions)))
     prune_backups(settings)
     return path
 
@@ -152,11 +172,11 @@ def backup_before_change(
     """
     if not settings.auto_backup:
         return None
-    revisions, holds_rows = asyncio.run(_inspect(settings, known_revisions))
-    if not holds_rows or (unless_at is not None and revisions == set(unless_at)):
+    state = asyncio.run(_inspect(settings, known_revisions))
+    if not state.holds_rows or (unless_at is not None and state.revisions == set(unless_at)):
         return None
     try:
-        path = take_backup(settings, revisions)
+        path = take_backup(settings, state)
     except BackupError as exc:
         raise BackupError(
             f"{exc}; {action} stopped before changing anything. Fix that, or set AUTO_BACKUP=false to go on "

@@ -9,6 +9,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from alembic.script import Script, ScriptDirectory
 
+from app.db.catalog import current_database, table_exists
 from app.db.migrations import database_revisions
 from app.errors import SetupError
 from app.settings import PROJECT_ROOT
@@ -46,7 +47,7 @@ def _applied_scripts(script: ScriptDirectory, heads: Iterable[str]) -> dict[str,
 
 
 def _recorded(connection: sa.Connection) -> dict[str, str] | None:
-    if connection.execute(sa.text("SELECT to_regclass(:t)"), {"t": CHECKSUM_TABLE}).scalar() is None:
+    if not table_exists(connection, CHECKSUM_TABLE):
         return None
     rows = connection.execute(sa.text(f"SELECT revision, sha256 FROM {CHECKSUM_TABLE}"))
     return {row.revision: row.sha256 for row in rows}
@@ -63,7 +64,7 @@ def verify_checksums(connection: sa.Connection, script: ScriptDirectory) -> None
     ]
     if not changed:
         return
-    database = connection.execute(sa.text("SELECT current_database()")).scalar_one()
+    database = current_database(connection)
     files = " ".join(changed)
     raise RevisionChangedError(
         f"{', '.join(changed)} changed after {'it was' if len(changed) == 1 else 'they were'} applied to database "

@@ -15,18 +15,30 @@ from app.settings import Settings
 
 
 def create_api_engine(address: ServerAddress, settings: Settings, **kwargs: Any) -> AsyncEngine:
-    """An asyncpg engine on the API database."""
+    """An asyncpg engine on the API database (on API_DB_SCHEMA alone, when set)."""
+    connect_args: dict[str, Any] = {}
+    if settings.api_db_schema:
+        connect_args["server_settings"] = {"search_path": settings.api_db_schema}
     # hide_parameters: a failed INSERT must not put a password hash into an error message or a log line.
-    return create_async_engine(address.url(settings.api_db_name), hide_parameters=True, **kwargs)
+    return create_async_engine(
+        address.url(settings.api_db_name), hide_parameters=True, connect_args=connect_args, **kwargs
+    )
+
+
+@asynccontextmanager
+async def single_connection(settings: Settings) -> AsyncIterator[AsyncConnection]:
+    """One connection of its own, outside a transaction, for a command that runs and exits."""
+    address = await prepare_api_database(settings)
+    engine = create_api_engine(address, settings, poolclass=sa.NullPool)
+    try:
+        async with engine.connect() as connection:
+            yield connection
+    finally:
+        await engine.dispose()
 
 
 @asynccontextmanager
 async def api_connection(settings: Settings) -> AsyncIterator[AsyncConnection]:
     """One connection in one transaction, for a command that runs and exits."""
-    address = await prepare_api_database(settings)
-    engine = create_api_engine(address, settings, poolclass=sa.NullPool)
-    try:
-        async with engine.begin() as connection:
-            yield connection
-    finally:
-        await engine.dispose()
+    async with single_connection(settings) as connection, connection.begin():
+        yield connection

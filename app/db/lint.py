@@ -33,8 +33,15 @@ _LINT_TIMEOUTS = {
 _IGNORE = re.compile(r"#\s*squawk-ignore:\s*([\w\-, ]+)")
 
 _INDEX = (
-    "build the index in a revision of its own: `with op.get_context().autocommit_block():` around "
-    "op.create_index(..., postgresql_concurrently=True, if_not_exists=True)"
+    "build it in a revision of its own, outside the transaction (migrate, downgrade, alembic and startup all run "
+    "it, one at a time, under the time-outs):\n"
+    "        with op.get_context().autocommit_block():\n"
+    '            op.create_index("ix_users_city", "users", ["city"], postgresql_concurrently=True, if_not_exists=True)'
+)
+_DROP_INDEX = (
+    "drop it in a revision of its own, outside the transaction:\n"
+    "        with op.get_context().autocommit_block():\n"
+    '            op.drop_index("ix_users_city", "users", postgresql_concurrently=True, if_exists=True)'
 )
 _TWO_STEPS = "two steps, as the guide says: {first}; release that code; then {then} in a later revision"
 _REPLACE = _TWO_STEPS.format(
@@ -45,10 +52,11 @@ _STOP_USING = _TWO_STEPS.format(first="stop using it in the models and the code"
 # The way out of each rule's trap; a rule not listed gets the general one.
 ADVICE = {
     "require-concurrent-index-creation": _INDEX,
-    "require-concurrent-index-deletion": _INDEX.replace("create_index", "drop_index").replace("build", "drop"),
+    "require-concurrent-index-deletion": _DROP_INDEX,
     "ban-concurrent-index-creation-in-transaction": "wrap it in `with op.get_context().autocommit_block():`",
     "prefer-robust-stmts": "outside a transaction a failure leaves part of the change behind: make the statement "
-    "safe to run again (if_not_exists=True / if_exists=True; drop an INVALID index a failed build left)",
+    "safe to run again (if_not_exists=True / if_exists=True); `just migrate` rebuilds an index a stopped build left "
+    "INVALID",
     "adding-required-field": _TWO_STEPS.format(
         first="add the column nullable or with a server_default, and fill it", then="make it NOT NULL"
     ),
@@ -64,8 +72,8 @@ ADVICE = {
     "constraint-missing-not-valid": "a foreign key or CHECK: add it NOT VALID, VALIDATE CONSTRAINT in the next "
     "revision; a UNIQUE one: build a unique index CONCURRENTLY first, then add the constraint USING INDEX",
     "disallowed-unique-constraint": "build a unique index CONCURRENTLY first, then add the constraint USING INDEX",
-    "require-lock-timeout": "run the statement in the migration's transaction, where env.py sets lock_timeout "
-    "(after an autocommit_block, SET LOCAL it again)",
+    "require-lock-timeout": "env.py sets lock_timeout for the whole run, autocommit blocks included: leave it set "
+    "(no SET lock_timeout = 0 in a revision)",
 }
 GENERAL_ADVICE = "split the change into steps that each keep the running code working (add, backfill, then constrain)"
 

@@ -12,14 +12,13 @@ import sqlalchemy as sa
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
-from app.db.guard import VERSION_TABLE
+from app.db.catalog import current_database, table_exists
+from app.db.guard import VERSION_TABLE, check_database_is_ours
 from app.errors import SchemaNotAtHeadError, SetupError
 from app.settings import PROJECT_ROOT, Settings
 
 ALEMBIC_INI = PROJECT_ROOT / "alembic.ini"
 VERSIONS_DIR = PROJECT_ROOT / "alembic" / "versions"
-# Serialises migrations, resets and seeding on one database; any constant works, this one spells "bikerent".
-MIGRATION_LOCK_KEY = 0x62696B6572656E74
 
 
 class MultipleHeadsError(SetupError):
@@ -69,8 +68,7 @@ class Revisions:
 
 def database_revisions(connection: sa.Connection) -> frozenset[str]:
     """The revisions the connected database is stamped with (empty before the first migration)."""
-    exists = connection.execute(sa.text("SELECT to_regclass(:t)"), {"t": VERSION_TABLE}).scalar()
-    if exists is None:
+    if not table_exists(connection, VERSION_TABLE):
         return frozenset()
     return frozenset(connection.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars())
 
@@ -79,7 +77,7 @@ def require_head(connection: sa.Connection, heads: Collection[str]) -> None:
     """Raise SchemaNotAtHeadError unless the connected database is at the newest migration."""
     current = database_revisions(connection)
     if current != set(heads):
-        database = connection.execute(sa.text("SELECT current_database()")).scalar_one()
+        database = current_database(connection)
         shown = ", ".join(sorted(current)) or "no revision"
         raise SchemaNotAtHeadError(
             f"database '{database}' is at {shown}, not at the newest migration ({', '.join(sorted(heads))}); "
@@ -87,9 +85,10 @@ def require_head(connection: sa.Connection, heads: Collection[str]) -> None:
         )
 
 
-def take_migration_lock(connection: sa.Connection) -> None:
-    """Wait for, then hold until the transaction ends, the lock that serialises schema changes."""
-    connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+def require_ours_at_head(connection: sa.Connection, revisions: Revisions, api_schema: str | None) -> None:
+    """Raise unless the connected database is the API's (not MLflow's, not another project's) and at head."""
+    check_database_is_ours(connection, revisions.known, api_schema)
+    require_head(connection, revisions.heads)
 
 
 def show_migration_steps() -> None:

@@ -7,30 +7,30 @@ from collections.abc import Collection
 import sqlalchemy as sa
 from sqlmodel import SQLModel
 
+from app.db.catalog import existing_tables
 from app.db.checksums import CHECKSUM_TABLE
 from app.db.guard import VERSION_TABLE, check_database_is_ours
-from app.db.migrations import take_migration_lock
+from app.db.migration_lock import migration_session
 from app.db.provision import quote_ident
-from app.db.timeouts import set_migration_timeouts, timeouts_explained
+from app.db.timeouts import timeouts_explained
 from app.errors import SetupError
 from app.settings import Settings
 
 DEPENDENT_OBJECTS_STILL_EXIST = "2BP01"
 
-_EXISTING = sa.text(
-    "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = ANY(:n)"
-)
+
+def api_owned_tables() -> list[str]:
+    """The API's tables, dependents first, then Alembic's version table and the checksum table."""
+    return [*(table.name for table in reversed(SQLModel.metadata.sorted_tables)), VERSION_TABLE, CHECKSUM_TABLE]
 
 
 def drop_api_tables(connection: sa.Connection, known_revisions: Collection[str], settings: Settings) -> list[str]:
     """Drop the tables the models define plus the version and checksum tables; return those that existed."""
-    take_migration_lock(connection)
     # As a migration does: behind a long transaction on users, give up rather than queue every request behind us.
-    set_migration_timeouts(connection, settings)
-    with timeouts_explained(settings, "reset"):
-        check_database_is_ours(connection, known_revisions)
-        ours = [*(table.name for table in reversed(SQLModel.metadata.sorted_tables)), VERSION_TABLE, CHECKSUM_TABLE]
-        existing = set(connection.execute(_EXISTING, {"n": ours}).scalars())
+    with migration_session(connection, settings, "reset"), connection.begin(), timeouts_explained(settings, "reset"):
+        check_database_is_ours(connection, known_revisions, settings.api_db_schema)
+        ours = api_owned_tables()
+        existing = set(existing_tables(connection, ours))
         for name in (name for name in ours if name in existing):
             # One table a statement: a time-out then names the table it waited for (dropping user_roles locks users).
             connection.execute(sa.text(f"LOCK TABLE {quote_ident(name)} IN ACCESS EXCLUSIVE MODE"))

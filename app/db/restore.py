@@ -6,24 +6,27 @@ import asyncio
 import re
 import subprocess
 import tempfile
-from collections.abc import Collection
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlmodel import SQLModel
+import sqlalchemy as sa
 
 from app.db.backup import BackupError, first_error, list_backups, pg_env, pg_tool
-from app.db.checksums import CHECKSUM_TABLE
-from app.db.engine import api_connection
-from app.db.guard import MLFLOW_SIGNATURE, VERSION_TABLE, check_database_is_ours
-from app.db.migrations import MIGRATION_LOCK_KEY
+from app.db.catalog import current_schema
+from app.db.engine import single_connection
+from app.db.guard import MLFLOW_SIGNATURE, check_database_is_ours
+from app.db.migration_lock import migration_session
 from app.db.provision import quote_ident
+from app.db.reset import api_owned_tables
 from app.db.timeouts import timeout_statements
 from app.settings import Settings
 
 _DBNAME = re.compile(r"^;\s+dbname: (?P<name>.*)$", re.MULTILINE)
 _CREATED = re.compile(r"^; Archive created at (?P<at>.*)$", re.MULTILINE)
-_TABLE = re.compile(r"^\d+; \d+ \d+ TABLE \S+ (?P<name>\S+) ", re.MULTILINE)
+_TABLE = re.compile(r"^\d+; \d+ \d+ TABLE (?!DATA )(?P<schema>\S+) (?P<name>\S+) ", re.MULTILINE)
+_SET = re.compile(rb"^SET (?P<name>\w+) = ")
+_OURS = frozenset({"lock_timeout", "statement_timeout"})
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,7 @@ class Archive:
     database: str
     created: str
     tables: frozenset[str]
+    schemas: frozenset[str]
 
 
 def choose_archive(settings: Settings, given: str | None) -> Path:
@@ -59,10 +63,16 @@ def read_archive(path: Path, settings: Settings) -> Archive:
     if result.returncode != 0 or not found:
         raise BackupError(f"{path} is not a pg_dump archive: {first_error(result.stderr, result.returncode)}")
     created = _CREATED.search(toc)
+    tables = list(_TABLE.finditer(toc))
     archive = Archive(
-        path, found["name"].strip(), created["at"].strip() if created else "?", frozenset(_TABLE.findall(toc))
+        path,
+        found["name"].strip(),
+        created["at"].strip() if created else "?",
+        frozenset(table["name"] for table in tables),
+        frozenset(table["schema"] for table in tables),
     )
-    if archive.database == settings.postgres_db or archive.tables >= MLFLOW_SIGNATURE:
+    mlflows_database = archive.database == settings.postgres_db and settings.api_db_name != settings.postgres_db
+    if mlflows_database or archive.tables & MLFLOW_SIGNATURE:
         raise BackupError(
             f"{path} is a dump of MLflow's tracking database ('{archive.database}'), not of the API's; "
             "nothing was restored"
@@ -75,39 +85,82 @@ def read_archive(path: Path, settings: Settings) -> Archive:
     return archive
 
 
-def _prologue(settings: Settings) -> str:
+def _prologue(settings: Settings, schema: str) -> str:
     # One transaction with the archive's own statements (psql --single-transaction): the API's tables go, the
     # archive's come back, or nothing changes. Tables a later migration added go too, so the database ends up
-    # exactly at the archive's revision; tables that are not the API's are left alone unless the archive has them.
-    ours = [*(table.name for table in reversed(SQLModel.metadata.sorted_tables)), VERSION_TABLE, CHECKSUM_TABLE]
+    # exactly at the archive's revision; tables that are not the API's are in no archive and are left alone.
     return "\n".join(
         [
-            f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY});",
             *(f"{statement};" for statement in timeout_statements(settings)),
-            *(f"DROP TABLE IF EXISTS {quote_ident(name)};" for name in ours),
+            f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)};",
+            *(f"DROP TABLE IF EXISTS {quote_ident(schema)}.{quote_ident(name)};" for name in api_owned_tables()),
             "",
         ]
     )
 
 
+def fit_for_server(script: Iterable[bytes], known_settings: Collection[str]) -> Iterator[bytes]:
+    """The restore script without the `SET`s this server would refuse, nor those that would lift our time-outs.
+
+    pg_restore 18 writes `SET transaction_timeout = 0;`, which servers before 17 reject; and its `SET lock_timeout
+    = 0;` would let a restore queue behind a long transaction for ever. COPY data passes through untouched.
+    """
+    in_copy = False
+    for line in script:
+        if in_copy:
+            in_copy = line.rstrip(b"\r\n") != b"\\."
+        elif line.startswith(b"COPY "):
+            in_copy = True
+        elif (found := _SET.match(line)) and (
+            found["name"].decode() not in known_settings or found["name"].decode() in _OURS
+        ):
+            continue
+        yield line
+
+
+def _known_settings(connection: sa.Connection) -> frozenset[str]:
+    return frozenset(connection.execute(sa.text("SELECT name FROM pg_settings")).scalars())
+
+
 def restore_archive(settings: Settings, archive: Archive, known_revisions: Collection[str]) -> None:
     """Replace the API's tables in the API database with the archive's, atomically."""
 
-    async def guard() -> None:
-        async with api_connection(settings) as connection:
-            await connection.run_sync(check_database_is_ours, known_revisions)
+    async def run() -> None:
+        async with single_connection(settings) as connection:
+            await connection.run_sync(_restore_holding_the_lock, settings, archive, known_revisions)
 
-    asyncio.run(guard())
+    asyncio.run(run())
+
+
+def _restore_holding_the_lock(
+    connection: sa.Connection, settings: Settings, archive: Archive, known_revisions: Collection[str]
+) -> None:
+    # The session lock is held here while psql restores on a connection of its own: no migration runs meanwhile.
+    with migration_session(connection, settings, "restore"):
+        check_database_is_ours(connection, known_revisions, settings.api_db_schema)
+        schema = settings.api_db_schema or current_schema(connection)
+        known = _known_settings(connection)
+        connection.commit()
+        if archive.schemas - {schema}:
+            raise BackupError(
+                f"{archive.path} holds the API's tables of schema {', '.join(sorted(archive.schemas))}, not of "
+                f"'{schema}'; nothing was restored. Set API_DB_SCHEMA to the schema it was taken from"
+            )
+        _replay(settings, archive, schema, known)
+
+
+def _replay(settings: Settings, archive: Archive, schema: str, known: frozenset[str]) -> None:
     env = pg_env(settings)
     dump = [pg_tool("pg_restore"), "--clean", "--if-exists", "--no-owner", "--file=-", str(archive.path)]
     psql = [pg_tool("psql"), "--no-password", "--no-psqlrc", "--quiet", "--single-transaction"]
     psql += ["--set=ON_ERROR_STOP=1", "--file=-"]
-    with tempfile.TemporaryFile() as script:
-        script.write(_prologue(settings).encode())
-        script.flush()
-        rendered = subprocess.run(dump, env=env, stdout=script, stderr=subprocess.PIPE, check=False)
-        if rendered.returncode != 0:
-            raise BackupError(f"pg_restore could not read {archive.path}: {first_error(rendered.stderr, 1)}")
+    with tempfile.TemporaryFile() as script, tempfile.TemporaryFile() as errors:
+        script.write(_prologue(settings, schema).encode())
+        with subprocess.Popen(dump, env=env, stdout=subprocess.PIPE, stderr=errors) as rendering:
+            script.writelines(fit_for_server(rendering.stdout or [], known))
+        if rendering.returncode != 0:
+            errors.seek(0)
+            raise BackupError(f"pg_restore could not read {archive.path}: {first_error(errors.read(), 1)}")
         script.seek(0)
         result = subprocess.run(psql, env=env, stdin=script, capture_output=True, check=False)
     if result.returncode != 0:

@@ -53,11 +53,13 @@ class ServerAddress:
             database=database,
         )
 
-    def libpq_env(self, database: str) -> dict[str, str]:
-        """Environment variables that point psql, pg_dump and friends at `database`."""
+    def libpq_env(self, database: str, schema: str | None = None) -> dict[str, str]:
+        """Environment variables that point psql, pg_dump and friends at `database` (and `schema`, when given)."""
         env = {"PGHOST": self.host, "PGPORT": str(self.port), "PGUSER": self.user, "PGDATABASE": database}
         if self.password:
             env["PGPASSWORD"] = self.password
+        if schema:
+            env["PGOPTIONS"] = f"-c search_path={schema}"
         return env
 
 

@@ -22,6 +22,9 @@ _TABLE = re.compile(
 )
 
 
+_CONCURRENT = re.compile(r"\bCONCURRENTLY\b", re.IGNORECASE)
+
+
 class MigrationTimeoutError(SetupError):
     """A migration waited too long for a lock, or a statement ran too long; its transaction was rolled back."""
 
@@ -30,22 +33,37 @@ def _seconds(value: float) -> str:
     return f"{value:g} s"
 
 
+def _ms(seconds: float) -> str:
+    return f"'{round(seconds * 1000)}ms'"
+
+
 def timeout_statements(settings: Settings) -> list[str]:
-    """`SET LOCAL` statements for a migration's transaction (from settings: numbers, never text to quote)."""
+    """`SET` statements for a migration's session (from settings: numbers, never text to quote).
+
+    Session-wide, not `SET LOCAL`: a revision's `autocommit_block()` commits, and the time-outs must outlive that.
+    """
     return [
-        f"SET LOCAL lock_timeout = '{round(settings.migration_lock_timeout * 1000)}ms'",
-        f"SET LOCAL statement_timeout = '{round(settings.migration_statement_timeout * 1000)}ms'",
+        f"SET lock_timeout = {_ms(settings.migration_lock_timeout)}",
+        f"SET statement_timeout = {_ms(settings.migration_statement_timeout)}",
     ]
 
 
-def set_migration_timeouts(connection: sa.Connection, settings: Settings) -> None:
-    """Limit lock waits and statement times until the transaction ends.
+def concurrent_timeout_statement(settings: Settings, *, inside: bool) -> str:
+    """The statement time-out on entering (`inside`) or leaving a revision's `autocommit_block()`."""
+    seconds = settings.migration_concurrent_timeout if inside else settings.migration_statement_timeout
+    return f"SET statement_timeout = {_ms(seconds)}"
 
-    Call it after taking the migration lock: waiting for another migration is expected, and lock_timeout would cut
-    that wait short too.
-    """
+
+def set_timeouts(connection: sa.Connection, settings: Settings) -> None:
+    """Limit lock waits and statement times on this connection until `reset_timeouts`."""
     for statement in timeout_statements(settings):
         connection.execute(sa.text(statement))
+
+
+def reset_timeouts(connection: sa.Connection) -> None:
+    """Give the connection back its server's time-outs."""
+    connection.execute(sa.text("RESET lock_timeout"))
+    connection.execute(sa.text("RESET statement_timeout"))
 
 
 @contextmanager
@@ -55,18 +73,30 @@ def timeouts_explained(settings: Settings, what: str = "migration") -> Iterator[
         yield
     except sa.exc.DBAPIError as exc:
         code = getattr(exc.orig, "sqlstate", None)
-        found = _TABLE.search(exc.statement or "")
+        statement = exc.statement or ""
+        found = _TABLE.search(statement)
         table = f"table {found['table'].strip(chr(34))}" if found else "a table"
+        concurrent = bool(_CONCURRENT.search(statement))
+        # A concurrent build commits as it goes: a stopped one leaves an INVALID index behind, not nothing.
+        outcome = (
+            "the index it was building is left INVALID, and the next `just migrate` rebuilds it"
+            if concurrent
+            else "nothing was changed"
+        )
         if code == LOCK_NOT_AVAILABLE:
             raise MigrationTimeoutError(
                 f"the {what} waited more than {_seconds(settings.migration_lock_timeout)} for a lock on {table}, "
-                "which another transaction holds, and stopped; nothing was changed. Run it again when that "
+                f"which another transaction holds, and stopped; {outcome}. Run it again when that "
                 "transaction has ended (pg_stat_activity shows it), or raise MIGRATION_LOCK_TIMEOUT"
             ) from exc
         if code == QUERY_CANCELED and "statement timeout" in str(exc.orig):
+            limit, setting = (
+                (settings.migration_concurrent_timeout, "MIGRATION_CONCURRENT_TIMEOUT")
+                if concurrent
+                else (settings.migration_statement_timeout, "MIGRATION_STATEMENT_TIMEOUT")
+            )
             raise MigrationTimeoutError(
-                f"a {what} statement on {table} ran longer than "
-                f"{_seconds(settings.migration_statement_timeout)} and was cancelled; nothing was changed. "
-                "Raise MIGRATION_STATEMENT_TIMEOUT for this run, or split the change into smaller steps"
+                f"a {what} statement on {table} ran longer than {_seconds(limit)} and was cancelled; {outcome}. "
+                f"Raise {setting} for this run, or split the change into smaller steps"
             ) from exc
         raise

@@ -8,8 +8,7 @@ import msgspec
 from argon2 import PasswordHasher
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.guard import check_database_is_ours
-from app.db.migrations import Revisions, require_head
+from app.db.migrations import Revisions, require_ours_at_head
 from app.errors import SetupError
 from app.http.schemas import UserCreate
 from app.repositories.roles import RoleRepository
@@ -45,12 +44,11 @@ def validated_account(username: str, email: str, password: str) -> UserCreate:
 
 
 async def create_admin(
-    session: AsyncSession, revisions: Revisions, hasher: PasswordHasher, account: UserCreate
+    session: AsyncSession, revisions: Revisions, hasher: PasswordHasher, account: UserCreate, api_schema: str | None
 ) -> AdminReport:
     """Create the account with roles `user` and `admin`, or grant `admin` to the existing one; idempotent."""
     connection = await session.connection()
-    await connection.run_sync(check_database_is_ours, revisions.known)
-    await connection.run_sync(require_head, revisions.heads)
+    await connection.run_sync(require_ours_at_head, revisions, api_schema)
     admin_role = await RoleRepository(session).id_of(RoleName.ADMIN)
     if admin_role is None:
         raise SetupError("the admin role does not exist yet; run `just seed` first")

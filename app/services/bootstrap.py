@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.db.migrations import Revisions, alembic_config, require_head
@@ -15,23 +15,24 @@ from app.settings import Settings
 
 # Alembic keeps its `context` in module globals: two migrations in one process at once would share it,
 # so in-process runs take turns (other processes are kept apart by the advisory lock in env.py).
-_IN_PROCESS_MIGRATION = asyncio.Lock()
+_IN_PROCESS_MIGRATION = threading.Lock()
 
 
-def _upgrade_on(connection: Connection, config: Config) -> None:
-    # env.py runs on this connection instead of starting an event loop of its own (alembic's cookbook recipe).
-    config.attributes["connection"] = connection
-    command.upgrade(config, "head")
+def _upgrade(config: Config) -> None:
+    with _IN_PROCESS_MIGRATION:
+        command.upgrade(config, "head")
 
 
 async def bootstrap_database(engine: AsyncEngine, settings: Settings) -> SeedReport:
     """Migrate to head (or require head when migrations run elsewhere), then seed the roles."""
     config = alembic_config(settings, configure_logging=False)
     revisions = Revisions(config)
-    async with _IN_PROCESS_MIGRATION, engine.begin() as connection:
-        if settings.migrate_on_startup:
-            await connection.run_sync(_upgrade_on, config)
-        else:
+    if settings.migrate_on_startup:
+        # On a connection of env.py's own, outside the pool: the run holds a session lock and session time-outs,
+        # and its revisions may commit inside it (autocommit blocks). In a thread: env.py runs its own event loop.
+        await asyncio.to_thread(_upgrade, config)
+    else:
+        async with engine.connect() as connection:
             await connection.run_sync(require_head, revisions.heads)
     async with AsyncSession(engine) as session, session.begin():
-        return await RoleSeeder(revisions).run(session)
+        return await RoleSeeder(revisions, settings.api_db_schema).run(session)

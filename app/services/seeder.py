@@ -6,8 +6,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.guard import check_database_is_ours
-from app.db.migrations import Revisions, require_head
+from app.db.migrations import Revisions, require_ours_at_head
 from app.repositories.roles import RoleRepository
 from app.roles import DEFAULT_ROLES
 
@@ -26,14 +25,14 @@ class SeedReport:
 class RoleSeeder:
     """Creates the default roles that are missing; safe to run any number of times, at once too."""
 
-    def __init__(self, revisions: Revisions) -> None:
+    def __init__(self, revisions: Revisions, api_schema: str | None) -> None:
         self.revisions = revisions
+        self.api_schema = api_schema
 
     async def run(self, session: AsyncSession) -> SeedReport:
         """Seed in the session's transaction; refuses a foreign database or a schema that is not at head."""
         connection = await session.connection()
-        await connection.run_sync(check_database_is_ours, self.revisions.known)
-        await connection.run_sync(require_head, self.revisions.heads)
+        await connection.run_sync(require_ours_at_head, self.revisions, self.api_schema)
         created = await RoleRepository(session).insert_missing({str(k): v for k, v in DEFAULT_ROLES.items()})
         existing = [str(name) for name in DEFAULT_ROLES if name not in created]
         return SeedReport(created=created, existing=existing)
