@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_JWT_SECRET = "development-only-secret-change-me-0123456789"  # noqa: S105  (refused outside development)
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
 class Settings(BaseSettings):
@@ -32,7 +34,7 @@ class Settings(BaseSettings):
     api_db_port: int = 5432
     # Set: the API's tables, Alembic's version table and the checksum table live in this schema (created when
     # missing), so the API can share one database with MLflow in another schema. Unset: the server's default schema.
-    api_db_schema: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]{0,62}$")] | None = None
+    api_db_schema: str | None = None
     embedded_db_dir: Path = PROJECT_ROOT / ".data" / "postgres"
 
     # Migrations fail fast instead of queueing every request behind a lock they wait for (seconds; 0: no limit).
@@ -71,6 +73,17 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     # For automation: `just create-admin` takes the password from here instead of asking.
     admin_password: SecretStr | None = None
+
+    @field_validator("api_db_schema")
+    @classmethod
+    def _schema_is_a_plain_name(cls, value: str | None) -> str | None:
+        # A plain name needs no quoting wherever it goes: search_path, pg_dump's --table, PGOPTIONS.
+        if value is not None and not _SCHEMA_NAME.fullmatch(value):
+            raise ValueError(
+                f"API_DB_SCHEMA '{value}' is not a plain schema name: use lower-case letters, digits and _ "
+                "(at most 63, not starting with a digit)"
+            )
+        return value
 
     @model_validator(mode="after")
     def _api_db_is_not_mlflow_db(self) -> Settings:

@@ -20,9 +20,13 @@ from app.settings import PROJECT_ROOT, Settings
 PREFIX = "bikerental_test"
 
 
-def server_for_tests() -> tuple[ServerAddress, dict[str, str]]:
-    """The server the tests use, and the settings that point at it."""
-    url = os.environ.get("TEST_DATABASE_URL")
+# The older server the backups must restore on too: PostgreSQL 15 from Debian's packages (.ci/run starts it).
+OLDER_SERVER_URL = os.environ.get("TEST_OLDER_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def server_for_tests(url: str | None = None) -> tuple[ServerAddress, dict[str, str]]:
+    """The server the tests use (`url`'s, else TEST_DATABASE_URL's, else the embedded one) and its settings."""
+    url = url or os.environ.get("TEST_DATABASE_URL")
     if not url:
         address = start_embedded(PROJECT_ROOT / ".data" / "postgres")
         return address, {"api_db_host": "", "embedded_db_dir": str(PROJECT_ROOT / ".data" / "postgres")}
@@ -44,8 +48,8 @@ def server_for_tests() -> tuple[ServerAddress, dict[str, str]]:
 class Databases:
     """Creates, clones and drops the databases of one test session."""
 
-    def __init__(self) -> None:
-        self.address, self.fields = server_for_tests()
+    def __init__(self, url: str | None = None) -> None:
+        self.address, self.fields = server_for_tests(url)
 
     def settings(self, database: str, **overrides: object) -> Settings:
         # Tests sign up far more than a person would: the rate limit has tests of its own.

@@ -12,9 +12,10 @@ from alembic import command
 from app.cli import main
 from app.db.backup import pg_env, pg_tool
 from app.db.migrations import alembic_config
+from app.db.restore import fit_for_server
 from app.db.server import embedded_bin_dir
 from app.settings import Settings
-from tests.databases import Databases
+from tests.databases import OLDER_SERVER_URL, Databases
 
 
 def add_user(pg: Databases, db: str, name: str) -> None:
@@ -225,3 +226,63 @@ def test_the_password_stays_out_of_what_backup_and_restore_say(
     assert main(["restore", "--yes"], settings=settings) == 0
     said = capsys.readouterr()
     assert "p@ss:w/rd" not in said.out + said.err
+
+
+@pytest.fixture(scope="session")
+def older_server() -> Databases:
+    """PostgreSQL 15, as Debian 12 and many managed services run it; never skipped: .ci/run installs it."""
+    server = Databases(OLDER_SERVER_URL)
+    (version,) = server.query("postgres", "SELECT current_setting('server_version_num')::int / 10000")[0]
+    assert version < 17, f"{OLDER_SERVER_URL} runs PostgreSQL {version}: point TEST_OLDER_DATABASE_URL at 13 to 16"
+    return server
+
+
+@pytest.fixture(params=["embedded PostgreSQL 18", "PostgreSQL 15"])
+def server(request: pytest.FixtureRequest) -> Databases:
+    name = "pg" if request.param.startswith("embedded") else "older_server"
+    databases: Databases = request.getfixturevalue(name)
+    return databases
+
+
+def test_backup_change_restore_round_trip_on_every_supported_server(
+    server: Databases, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = server.create(server.new_name("round_trip"))
+    try:
+        settings = server.settings(db, backup_dir=tmp_path / "backups")
+        assert main(["init"], settings=settings) == 0
+        add_user(server, db, "ann")
+        server.query(db, "CREATE TABLE analytics_notes (note text)")
+        server.query(db, "INSERT INTO analytics_notes VALUES ('before')")
+        assert main(["backup"], settings=settings) == 0
+        (taken,) = archives(settings.backup_dir)
+        listed = subprocess.run(
+            [pg_tool("pg_restore"), "--list", str(settings.backup_dir / taken)], capture_output=True
+        )
+        assert b"analytics_notes" not in listed.stdout  # not the API's: not in its backup
+
+        add_user(server, db, "bob")
+        server.query(db, "UPDATE analytics_notes SET note = 'after'")
+        assert main(["downgrade"], settings=settings) == 0
+        assert main(["restore", "--yes", taken], settings=settings) == 0, capsys.readouterr().err
+        assert (version(server, db), users(server, db)) == (["0002"], ["ann"])
+        assert server.query(db, "SELECT note FROM analytics_notes")[0][0] == "after"  # left as it was
+        add_user(server, db, "cy")  # the ids' sequence came back with the table
+        assert [row[0] for row in server.query(db, "SELECT id FROM users ORDER BY id")] == [1, 2]
+    finally:
+        server.drop(db)
+
+
+def test_the_restore_script_drops_only_the_sets_the_server_refuses_or_that_lift_our_time_outs() -> None:
+    script = [
+        b"SET statement_timeout = 0;\n",
+        b"SET lock_timeout = 0;\n",
+        b"SET transaction_timeout = 0;\n",
+        b"SET client_encoding = 'UTF8';\n",
+        b"COPY public.users (id, full_name) FROM stdin;\n",
+        b"1\tSET transaction_timeout = 0;\n",
+        b"\\.\n",
+        b"SET search_path = public;\n",
+    ]
+    on_15 = {"statement_timeout", "lock_timeout", "client_encoding", "search_path"}
+    assert list(fit_for_server(script, on_15)) == [script[3], *script[4:]]

@@ -85,6 +85,11 @@ def test_psql_runs_on_the_api_database(pg: Databases, api_db: str) -> None:
     result = run_app(["psql", "-tAc", "select current_database()"], pg.env(api_db))
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"{api_db}\n"
+    # With a schema of the API's own, psql works within it: `\dt` shows the API's tables.
+    env = {**pg.env(api_db), "API_DB_SCHEMA": "api"}
+    assert run_app(["migrate"], env).returncode == 0
+    result = run_app(["psql", "-tAc", "select current_schema(), count(*) from users"], env)
+    assert result.stdout == "api|0\n", result.stderr
 
 
 @pytest.fixture(scope="module")

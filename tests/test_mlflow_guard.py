@@ -103,3 +103,44 @@ def test_plain_alembic_stamp_refuses_another_projects_revision(pg: Databases, ot
     assert "revision dc11669786a5, which is not one of this project's migrations" in said
     assert "Traceback" not in said
     assert snapshot(pg, other_projects_db) == before
+
+
+@pytest.fixture
+def mlflow_in_schema_tracking(pg: Databases, mlflow_db: str) -> str:
+    """A database with MLflow's tables in schema `tracking`, as MLflow run with `?options=-csearch_path=tracking`."""
+    pg.query(mlflow_db, "ALTER SCHEMA public RENAME TO tracking")
+    pg.query(mlflow_db, "CREATE SCHEMA public")
+    return mlflow_db
+
+
+def schemas_and_tables(pg: Databases, db: str) -> list[tuple[str, str]]:
+    query = (
+        "SELECT schemaname, tablename FROM pg_tables WHERE schemaname IN ('public', 'tracking', 'api') ORDER BY 1, 2"
+    )
+    return [(row[0], row[1]) for row in pg.query(db, query)]
+
+
+@pytest.mark.parametrize("args", [["migrate"], ["seed"], ["reset", "--yes"]], ids=" ".join)
+def test_mlflows_tables_in_any_schema_refuse_the_api_there(
+    pg: Databases, mlflow_in_schema_tracking: str, args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = schemas_and_tables(pg, mlflow_in_schema_tracking)
+    assert main(args, settings=pg.settings(mlflow_in_schema_tracking)) == 1
+    err = capsys.readouterr().err
+    assert f"database '{mlflow_in_schema_tracking}' holds MLflow's tracking tables (schema tracking)" in err
+    assert "or API_DB_SCHEMA to a schema of the API's own" in err
+    assert schemas_and_tables(pg, mlflow_in_schema_tracking) == before
+
+
+def test_api_db_schema_that_holds_mlflows_tables_is_refused(
+    pg: Databases, mlflow_in_schema_tracking: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = schemas_and_tables(pg, mlflow_in_schema_tracking)
+    settings = pg.settings(mlflow_in_schema_tracking, api_db_schema="tracking")
+    assert main(["migrate"], settings=settings) == 1
+    err = capsys.readouterr().err
+    assert f"API_DB_SCHEMA 'tracking' of database '{mlflow_in_schema_tracking}' holds MLflow's tracking tables" in err
+    assert schemas_and_tables(pg, mlflow_in_schema_tracking) == before
+    # A schema of its own beside MLflow's is what API_DB_SCHEMA is for.
+    assert main(["migrate"], settings=pg.settings(mlflow_in_schema_tracking, api_db_schema="api")) == 0
+    assert ("api", "users") in schemas_and_tables(pg, mlflow_in_schema_tracking)

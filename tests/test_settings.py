@@ -59,6 +59,13 @@ def test_api_database_named_like_mlflows_is_refused() -> None:
         Settings(_env_file=None, api_db_name="tracking", postgres_db="tracking")
 
 
+def test_one_database_for_both_needs_a_schema_of_the_apis_own() -> None:
+    settings = Settings(_env_file=None, api_db_name="appdb", postgres_db="appdb", api_db_schema="api")
+    assert settings.api_db_schema == "api"
+    with pytest.raises(ValidationError, match="API_DB_SCHEMA"):
+        Settings(_env_file=None, api_db_schema="Api; drop")
+
+
 def test_cli_explains_a_refused_setting(pg: Databases) -> None:
     env = {**pg.env("mlflow"), "POSTGRES_DB": "mlflow"}
     result = run_app(["migrate"], env)
