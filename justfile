@@ -89,6 +89,10 @@ test *args:
 bench:
     uv run python -m tests.benchmark
 
+# Benchmark: a million users, the service under reads and writes, a column and a concurrent index migrated three ways
+bench-migrations:
+    uv run python -m tests.bench_migrations
+
 # The guide's Makefile names
 alias db-init := init
 alias db-upgrade := migrate

@@ -61,9 +61,13 @@ def run_migrations_offline() -> None:
         include_name=include_name,
         version_table_schema=settings.api_db_schema,
     )
-    # The same time-outs as online, so the SQL a DBA applies (and the migration lint reads) is the SQL we run.
+    # The same time-outs (and schema) as online, so the SQL a DBA applies (and the migration lint reads) is the SQL
+    # we run.
     for statement in timeout_statements(settings):
         context.execute(statement)
+    if settings.api_db_schema:
+        context.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(settings.api_db_schema)}")
+        context.execute(f"SET search_path = {quote_ident(settings.api_db_schema)}")
     with_concurrent_timeout(context.get_context())
     with context.begin_transaction():
         context.run_migrations()

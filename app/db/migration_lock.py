@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from app.db.timeouts import reset_timeouts, set_timeouts
 from app.settings import Settings
 
-# Serialises migrations, resets, restores and seeding on one database; any constant works, this one spells "bikerent".
+# Serialises migrations, resets and restores on one database; any constant works, this one spells "bikerent".
 MIGRATION_LOCK_KEY = 0x62696B6572656E74
 _TRY_LOCK = sa.text("SELECT pg_try_advisory_lock(:key)")
 _UNLOCK = sa.text("SELECT pg_advisory_unlock(:key)")
