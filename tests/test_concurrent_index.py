@@ -79,9 +79,9 @@ def version(pg: Databases, db: str) -> list[str]:
 def test_the_lints_advice_runs_on_every_path(pg: Databases, empty_db: str, project: Path) -> None:
     steps = [
         (["-m", "app", "migrate"], "valid"),
-        (["-m", "app", "downgrade"], "missing"),
-        (["-m", "alembic", "upgrade", "head"], "valid"),
         (["-m", "alembic", "downgrade", "-1"], "missing"),
+        (["-m", "alembic", "upgrade", "head"], "valid"),
+        (["-m", "app", "downgrade"], "missing"),
         (["-c", START_SERVICE], "valid"),
     ]
     for args, expected in steps:

@@ -26,7 +26,7 @@ from mlflow.tracking import MlflowClient
 from app.db.server import embedded_bin_dir
 from app.mlflow_server import backend_store_uri, mlflow_address
 from app.settings import PROJECT_ROOT, Settings
-from tests.conftest import FAST_HASHING
+from tests.conftest import FAST_HASHING, mlflow_db_upgrade
 from tests.databases import Databases, run_app
 
 # MLflow's SQL store on SQLAlchemy 2.1, not our code.
@@ -112,7 +112,7 @@ def layout(request: pytest.FixtureRequest, pg: Databases, filled_mlflow_db: str,
     # MLflow pointed at its schema, as its users do: its own migrations find the store at head, its client writes.
     url = sa.make_url(pg.psycopg_url(shared)).update_query_dict({"options": "-csearch_path=tracking"})
     uri = url.render_as_string(hide_password=False)
-    subprocess.run([sys.executable, "-m", "mlflow", "db", "upgrade", uri], check=True, capture_output=True, timeout=300)
+    mlflow_db_upgrade(uri)
     MlflowClient(tracking_uri=uri).create_experiment("bikes-shared", artifact_location="file:///tmp/bikes-shared")
     yield Layout(shared, "tracking", {"API_DB_NAME": shared, "POSTGRES_DB": shared, "API_DB_SCHEMA": "api"})
     pg.drop(shared)
