@@ -17,6 +17,16 @@ from app.http.app import create_app
 from app.settings import PROJECT_ROOT
 from tests.databases import Databases
 
+# The longest tests start first, so that two workers finish together instead of one waiting on the other's last test.
+LONGEST_FIRST = ("test_mlflow_untouched.py", "test_concurrent_index.py", "test_servers.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        return next((i for i, name in enumerate(LONGEST_FIRST) if item.path.name == name), len(LONGEST_FIRST))
+
+    items.sort(key=rank)  # stable: the order within each file stays
+
 
 @pytest.fixture(scope="session")
 def pg() -> Databases:

@@ -29,9 +29,6 @@ from app.settings import PROJECT_ROOT, Settings
 from tests.conftest import FAST_HASHING, mlflow_db_upgrade
 from tests.databases import Databases, run_app
 
-# MLflow's SQL store on SQLAlchemy 2.1, not our code.
-pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy is deprecated")
-
 SERVE_DEADLINE = 60.0
 # `just mlflow` may first install the `mlflow` extra (from uv's cache: seconds) before MLflow starts.
 MLFLOW_DEADLINE = 180.0
