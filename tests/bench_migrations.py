@@ -25,7 +25,7 @@ from app.db.lint import ADVICE
 from app.db.provision import connect, prepare_api_database
 from app.db.scratch import scratch_database
 from app.settings import PROJECT_ROOT, get_settings
-from tests.benchmark import free_port
+from tests.benchmark import free_port, wait_healthy
 
 USERS = 1_000_000
 WORKERS = 4
@@ -131,22 +131,6 @@ def run(args: list[str], cwd: Path, env: dict[str, str]) -> float:
     if result.returncode != 0:
         raise SystemExit(f"{' '.join(args)} failed: {result.stderr}")
     return time.monotonic() - started
-
-
-async def wait_healthy(base: str, process: subprocess.Popen[bytes]) -> None:
-    async with httpx.AsyncClient(base_url=base, timeout=5) as client:
-        deadline = time.monotonic() + 600
-        while True:
-            if process.poll() is not None:
-                raise SystemExit(f"the service exited with {process.returncode}")
-            try:
-                if (await client.get("/health")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("the service did not start")
-            await asyncio.sleep(0.1)
 
 
 def serve(cwd: Path, env: dict[str, str], port: int) -> subprocess.Popen[bytes]:

@@ -103,19 +103,28 @@ class PeakRss:
         self._thread.join()
 
 
-async def measure(port: int, pid: int, settings: Settings) -> None:
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=300) as client:
-        deadline = time.monotonic() + 120
+async def wait_healthy(base: str, process: psutil.Process | subprocess.Popen[bytes], seconds: float = 600) -> None:
+    """Until GET /health answers 200; gives up when the service exits or after `seconds`."""
+    deadline = time.monotonic() + seconds
+    async with httpx.AsyncClient(base_url=base, timeout=5) as client:
         while True:
+            running = process.is_running() if isinstance(process, psutil.Process) else process.poll() is None
+            if not running:
+                raise SystemExit("the service exited before it answered")
             try:
                 if (await client.get("/health")).status_code == 200:
-                    break
+                    return
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                raise SystemExit("the service did not start within 120 s")
+                raise SystemExit(f"the service did not answer within {seconds:.0f} s")
             await asyncio.sleep(0.1)
 
+
+async def measure(port: int, pid: int, settings: Settings) -> None:
+    base = f"http://127.0.0.1:{port}"
+    await wait_healthy(base, psutil.Process(pid))
+    async with httpx.AsyncClient(base_url=base, timeout=300) as client:
         await register_many(client, 8, "warm", concurrency=8)
         # Raw hashing measured just before and after the HTTP run, so both see the same machine.
         before = await asyncio.to_thread(raw_hash_rate, settings, 24)
