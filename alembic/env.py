@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from logging.config import fileConfig
@@ -17,8 +18,8 @@ from sqlmodel import SQLModel
 from app.db.checksums import record_checksums, verify_checksums
 from app.db.engine import single_connection
 from app.db.guard import check_database_is_ours
-from app.db.indexes import rebuild_invalid_indexes
-from app.db.migration_lock import migration_session
+from app.db.indexes import invalid_indexes, rebuild_invalid_indexes
+from app.db.migration_lock import afterwards, migration_session
 from app.db.migrations import Revisions
 from app.db.models import API_TABLES
 from app.db.provision import quote_ident
@@ -68,40 +69,57 @@ def run_migrations_offline() -> None:
     if settings.api_db_schema:
         context.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(settings.api_db_schema)}")
         context.execute(f"SET search_path = {quote_ident(settings.api_db_schema)}")
-    with_concurrent_timeout(context.get_context())
+    AutocommitBlocks(context.get_context())
     with context.begin_transaction():
         context.run_migrations()
 
 
-def with_concurrent_timeout(migration: MigrationContext) -> None:
-    """Give statements in a revision's `autocommit_block()` their own time-out: concurrent builds take long."""
-    block = migration.autocommit_block
+class AutocommitBlocks:
+    """Gives statements in a revision's `autocommit_block()` their own time-out, and remembers that one ran.
 
-    @contextmanager
-    def autocommit_block() -> Iterator[None]:
-        with block():
-            migration.execute(concurrent_timeout_statement(settings, inside=True))
-            try:
-                yield
-            finally:
-                migration.execute(concurrent_timeout_statement(settings, inside=False))
+    Concurrent builds take long; and once a block has committed, a later failure no longer leaves nothing changed.
+    """
 
-    # An instance attribute: revisions keep writing the standard `op.get_context().autocommit_block()`.
-    migration.autocommit_block = autocommit_block  # type: ignore[method-assign]
+    def __init__(self, migration: MigrationContext) -> None:
+        self.entered = False
+        block = migration.autocommit_block
+
+        @contextmanager
+        def autocommit_block() -> Iterator[None]:
+            with block():
+                self.entered = True
+                leave = concurrent_timeout_statement(settings, inside=False)
+                with afterwards(lambda: migration.execute(leave)):
+                    migration.execute(concurrent_timeout_statement(settings, inside=True))
+                    yield
+
+        # An instance attribute: revisions keep writing the standard `op.get_context().autocommit_block()`.
+        migration.autocommit_block = autocommit_block  # type: ignore[method-assign]
+
+
+def prepare(connection: sa.Connection) -> None:
+    """Guard, verify and mend the database before Alembic runs; holding the lock, ending outside a transaction."""
+    with timeouts_explained(settings):
+        if settings.api_db_schema:
+            connection.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(settings.api_db_schema)}"))
+        check_database_is_ours(connection, revisions.known, settings.api_db_schema)
+        verify_checksums(connection, revisions.script)
+        invalid = invalid_indexes(connection)
+    # Committed before Alembic starts: a transaction it finds open would be taken for an outer one, never committed.
+    connection.commit()
+    if not invalid:
+        return
+    if config.attributes.get("rebuild_invalid_indexes"):  # `just migrate` and startup; no other command waits on it
+        rebuild_invalid_indexes(connection, settings, invalid)
+        return
+    for index in invalid:
+        print(f"warning: {index}", file=sys.stderr)
 
 
 def do_run_migrations(connection: sa.Connection) -> None:
     # One run at a time for its whole length, autocommit blocks included: a session lock survives their commits.
     with migration_session(connection, settings):
-        with timeouts_explained(settings):
-            if settings.api_db_schema:
-                connection.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(settings.api_db_schema)}"))
-            check_database_is_ours(connection, revisions.known, settings.api_db_schema)
-            verify_checksums(connection, revisions.script)
-            # Committed before Alembic starts: a transaction it finds open would be taken for an outer one and
-            # never committed.
-            connection.commit()
-            rebuild_invalid_indexes(connection, settings)
+        prepare(connection)
         context.configure(
             connection=connection,
             target_metadata=target_metadata,
@@ -111,8 +129,8 @@ def do_run_migrations(connection: sa.Connection) -> None:
             # In the step's own transaction: a revision's checksum is recorded exactly when it is applied.
             on_version_apply=lambda ctx, **_: record_checksums(connection, revisions.script),
         )
-        with_concurrent_timeout(context.get_context())
-        with timeouts_explained(settings), context.begin_transaction():
+        blocks = AutocommitBlocks(context.get_context())
+        with timeouts_explained(settings, committed_midway=lambda: blocks.entered), context.begin_transaction():
             context.run_migrations()
         # Revisions applied before the checksum table existed are recorded now, whether or not anything ran.
         record_checksums(connection, revisions.script)

@@ -1,4 +1,6 @@
-"""Errors a person reads: each says what is wrong and what to do about it."""
+"""Errors a person reads, each saying what is wrong and what to do: the CLI's, and the domain's the API maps."""
+
+from __future__ import annotations
 
 from alembic.util import CommandError
 
@@ -16,3 +18,46 @@ class ForeignDatabaseError(SetupError):
 
 class SchemaNotAtHeadError(SetupError):
     """The database schema is behind (or ahead of) the migrations in this checkout."""
+
+
+class DomainError(Exception):
+    """A request the account rules refuse; the HTTP layer maps each kind to one status, in one place."""
+
+
+class NotFoundError(DomainError):
+    """The user or role a request names does not exist."""
+
+
+class ConflictError(DomainError):
+    """The request contradicts the current state."""
+
+
+class AlreadyRegisteredError(ConflictError):
+    """The username or email belongs to another user already."""
+
+    def __init__(self, field: str) -> None:
+        super().__init__(f"This {field} is already registered")
+        self.field = field
+
+
+class LastAdminError(ConflictError):
+    """The change would leave no active admin, and nobody could manage roles any more."""
+
+
+class RoleMissingError(DomainError):
+    """The role to grant does not exist: the database was not seeded."""
+
+
+class UnavailableError(DomainError):
+    """The service cannot take this request now; the client may retry after `retry_after` seconds."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class HashingOverloadedError(UnavailableError):
+    """So many password hashes are queued that this one would wait too long."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__("Too many password checks at once; retry shortly", retry_after)

@@ -78,10 +78,11 @@ class Settings(BaseSettings):
     @classmethod
     def _schema_is_a_plain_name(cls, value: str | None) -> str | None:
         # A plain name needs no quoting wherever it goes: search_path, pg_dump's --table, PGOPTIONS.
-        if value is not None and not _SCHEMA_NAME.fullmatch(value):
+        system = value is not None and (value.startswith("pg_") or value == "information_schema")
+        if value is not None and (system or not _SCHEMA_NAME.fullmatch(value)):
             raise ValueError(
                 f"API_DB_SCHEMA '{value}' is not a plain schema name: use lower-case letters, digits and _ "
-                "(at most 63, not starting with a digit)"
+                "(at most 63, not starting with a digit), and not a system schema (pg_*, information_schema)"
             )
         return value
 

@@ -19,9 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.cli import main
 from app.db.engine import create_api_engine
 from app.db.provision import connect
+from app.errors import HashingOverloadedError, LastAdminError
 from app.http.app import create_app
-from app.services.passwords import HashingOverloadedError
-from app.services.roles import LastAdminError, revoke_role
+from app.services.roles import revoke_role
 from app.settings import EXAMPLE_JWT_SECRET, Settings
 from tests.conftest import FAST_HASHING
 from tests.databases import Databases, run_app

@@ -14,7 +14,9 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 
+from app.db.engine import MIGRATION_APPLICATION_NAME
 from app.db.lint import ADVICE
+from app.db.migration_lock import MIGRATION_LOCK_KEY
 from app.db.migrations import VERSIONS_DIR, alembic_config
 from tests.databases import Databases
 
@@ -92,21 +94,51 @@ def test_the_lints_advice_runs_on_every_path(pg: Databases, empty_db: str, proje
     assert version(pg, empty_db) == ["0003"]
 
 
-def test_migrations_started_together_take_turns(pg: Databases, empty_db: str, project: Path) -> None:
-    environment = {**pg.env(empty_db), "PYTHONPATH": str(project), "AUTO_BACKUP": "false"}
+def test_migrations_started_together_take_turns(
+    pg: Databases, api_db: str, project: Path, other_session: sa.Connection
+) -> None:
+    pg.query(api_db, "INSERT INTO users (username, email, hashed_password) VALUES ('ann', 'ann@example.com', 'x')")
+    environment = {**pg.env(api_db), "PYTHONPATH": str(project), "BACKUP_DIR": str(project / "backups")}
     commands = [["-m", "app", "migrate"], ["-m", "app", "migrate"], ["-m", "alembic", "upgrade", "head"]]
     commands.append(["-c", START_SERVICE])
+    # Held here until all four queue: then they start at the same moment, and each backs up, builds or waits.
+    other_session.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
     running = [
         subprocess.Popen(
             [sys.executable, *args], cwd=project, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
         for args in commands
     ]
-    for process in running:
-        _, err = process.communicate(timeout=120)
-        assert process.returncode == 0, err.decode()
-    assert index_state(pg, empty_db) == "valid"
-    assert version(pg, empty_db) == ["0003"]
+    try:
+        queued = sa.text("SELECT count(*) FROM pg_stat_activity WHERE datname = :db AND application_name = :name")
+        deadline = time.monotonic() + 60
+        while other_session.execute(queued, {"db": api_db, "name": MIGRATION_APPLICATION_NAME}).scalar_one() < 4:
+            assert time.monotonic() < deadline, "the four did not all queue for the migration lock"
+            assert all(process.poll() is None for process in running), "one gave up instead of waiting"
+            time.sleep(0.05)
+        other_session.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY})
+        for process in running:
+            _, err = process.communicate(timeout=120)
+            assert process.returncode == 0, err.decode()
+    finally:
+        for process in running:
+            process.kill()
+            process.wait()
+    assert index_state(pg, api_db) == "valid"
+    assert version(pg, api_db) == ["0003"]
+    # A `just migrate` backs up when it has work to do: only the first one can (and alembic and startup never do).
+    assert len(list((project / "backups").glob("*.dump"))) <= 1
+
+
+@pytest.fixture
+def other_session(pg: Databases, api_db: str) -> Iterator[sa.Connection]:
+    """Another client in autocommit mode."""
+    engine = sa.create_engine(pg.psycopg_url(api_db), poolclass=sa.NullPool)
+    try:
+        with engine.connect() as connection:
+            yield connection.execution_options(isolation_level="AUTOCOMMIT")
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture

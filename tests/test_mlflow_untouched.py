@@ -33,9 +33,10 @@ SERVE_DEADLINE = 60.0
 # `just mlflow` may first install the `mlflow` extra (from uv's cache: seconds) before MLflow starts.
 MLFLOW_DEADLINE = 180.0
 
-_TABLES = "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables WHERE schemaname = $1 ORDER BY 1"
+_NOT_OURS = "schemaname NOT IN ('pg_catalog', 'information_schema') AND schemaname IS DISTINCT FROM $1"
+_TABLES = f"SELECT format('%I.%I', schemaname, tablename) FROM pg_tables WHERE {_NOT_OURS} ORDER BY 1"
 _SEQUENCES = (
-    "SELECT format('%I.%I', schemaname, sequencename), last_value FROM pg_sequences WHERE schemaname = $1 ORDER BY 1"
+    f"SELECT format('%I.%I', schemaname, sequencename), last_value FROM pg_sequences WHERE {_NOT_OURS} ORDER BY 1"
 )
 
 
@@ -48,18 +49,19 @@ class Snapshot:
     sequences: dict[str, int | None]
 
 
-def snapshot(pg: Databases, database: str, schema: str = "public") -> Snapshot:
-    """MLflow's schema `schema` of `database`."""
+def snapshot(pg: Databases, database: str, api_schema: str | None = None) -> Snapshot:
+    """Everything in `database` but the API's own schema (when it has one there)."""
     env = {**os.environ, **pg.address.libpq_env(database)}
     # A fixed \restrict key: pg_dump draws a random one per run, which would differ between two identical dumps.
-    dump = [str(embedded_bin_dir() / "pg_dump"), "--schema-only", "--restrict-key=bikerental", f"--schema={schema}"]
+    dump = [str(embedded_bin_dir() / "pg_dump"), "--schema-only", "--restrict-key=bikerental"]
+    dump += [f"--exclude-schema={api_schema}"] if api_schema else []
     ddl = subprocess.run(dump, env=env, capture_output=True, text=True, check=True).stdout
     tables: dict[str, tuple[int, str]] = {}
-    for (table,) in pg.query(database, _TABLES, schema):
+    for (table,) in pg.query(database, _TABLES, api_schema):
         digest = f"SELECT count(*), md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t::text), '')) FROM {table} t"
         count, md5 = pg.query(database, digest)[0]
         tables[table] = (count, md5)
-    sequences = dict(pg.query(database, _SEQUENCES, schema))
+    sequences = dict(pg.query(database, _SEQUENCES, api_schema))
     return Snapshot(schema=ddl, tables=tables, sequences=sequences)
 
 
@@ -187,7 +189,8 @@ def serve_and_register(env: dict[str, str], tmp_path: Path) -> None:
 
 
 def test_no_api_command_changes_mlflows_database(pg: Databases, layout: Layout, tmp_path: Path) -> None:
-    before = snapshot(pg, layout.mlflow_database, layout.mlflow_schema)
+    api_schema = layout.settings.get("API_DB_SCHEMA")
+    before = snapshot(pg, layout.mlflow_database, api_schema)
     assert before.tables[f"{layout.mlflow_schema}.runs"][0] == 4
     assert before.tables[f"{layout.mlflow_schema}.metrics"][0] == 4 * 5
     api_database = layout.settings["API_DB_NAME"]
@@ -223,10 +226,9 @@ def test_no_api_command_changes_mlflows_database(pg: Databases, layout: Layout, 
     assert len(list(versions.glob("*.py"))) == 1
     serve_and_register(env, tmp_path)
 
-    schema = layout.settings.get("API_DB_SCHEMA", "public")
-    users = pg.query(api_database, f"SELECT username FROM {schema}.users ORDER BY id")
+    users = pg.query(api_database, f"SELECT username FROM {api_schema or 'public'}.users ORDER BY id")
     assert [row[0] for row in users] == ["alice", "bob"]
-    after = snapshot(pg, layout.mlflow_database, layout.mlflow_schema)
+    after = snapshot(pg, layout.mlflow_database, api_schema)
     assert after.schema == before.schema
     assert after.tables == before.tables
     assert after.sequences == before.sequences

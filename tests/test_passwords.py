@@ -10,7 +10,8 @@ import pytest
 from argon2 import PasswordHasher, extract_parameters
 from argon2.profiles import RFC_9106_LOW_MEMORY
 
-from app.services.passwords import HashingOverloadedError, PasswordHashing
+from app.errors import HashingOverloadedError
+from app.services.passwords import PasswordHashing
 from app.settings import Settings
 
 FAST = {"argon2_memory_kib": 1024, "argon2_time_cost": 1, "argon2_parallelism": 1}

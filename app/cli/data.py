@@ -8,11 +8,13 @@ import getpass
 import os
 import sys
 
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.cli.schema import backup_first, cli_config, cmd_migrate, print_current
 from app.db.backup import backup_now
-from app.db.engine import api_connection, single_connection
+from app.db.engine import api_connection
+from app.db.migration_lock import run_locked
 from app.db.migrations import Revisions
 from app.db.reset import drop_api_tables
 from app.db.restore import choose_archive, read_archive, restore_archive
@@ -52,20 +54,20 @@ def cmd_reset(args: argparse.Namespace, settings: Settings) -> int:
     if not args.yes and not confirmed(question, "reset drops the API's tables", "run `just reset --yes`"):
         print("Nothing dropped.")
         return 1
-    backup_first(settings, "resetting")
     known = Revisions(cli_config(settings)).known
 
-    async def reset() -> list[str]:
-        async with single_connection(settings) as connection:
-            return await connection.run_sync(drop_api_tables, known, settings)
+    def reset(connection: sa.Connection) -> list[str]:
+        backup_first(connection, settings, "resetting")
+        return drop_api_tables(connection, known, settings)
 
-    dropped = asyncio.run(reset())
+    dropped = run_locked(settings, "reset", reset)
     print(f"Dropped from '{name}': {', '.join(dropped) or 'nothing (no API tables)'}. Run `just init` to rebuild.")
     return 0
 
 
 def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
-    path = backup_now(settings, Revisions(cli_config(settings)).known)
+    known = Revisions(cli_config(settings)).known
+    path = run_locked(settings, "backup", lambda connection: backup_now(connection, settings, known))
     print(f"Backed up '{settings.api_db_name}' to {os.path.relpath(path)}.")
     return 0
 
@@ -78,8 +80,13 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
     if not args.yes and not confirmed(question, f"restore replaces the API's tables in '{name}'", "add --yes"):
         print("Nothing restored.")
         return 1
-    backup_first(settings, "restoring", spare=archive.path)
-    restore_archive(settings, archive, Revisions(cli_config(settings)).known)
+    known = Revisions(cli_config(settings)).known
+
+    def restore(connection: sa.Connection) -> None:
+        backup_first(connection, settings, "restoring", spare=archive.path)
+        restore_archive(connection, settings, archive, known)
+
+    run_locked(settings, "restore", restore)
     print(f"Restored '{name}' from {shown}.")
     print_current(settings)
     return 0

@@ -6,8 +6,10 @@ import argparse
 import asyncio
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import command
@@ -20,6 +22,7 @@ from app.db.engine import api_connection
 from app.db.guard import check_database_is_ours
 from app.db.indexes import InvalidIndex, invalid_indexes
 from app.db.lint import MigrationLintError, lint_migrations
+from app.db.migration_lock import run_locked
 from app.db.migrations import VERSIONS_DIR, Revisions, alembic_config, database_revisions, show_migration_steps
 from app.db.scratch import scratch_database
 from app.errors import SetupError
@@ -71,28 +74,48 @@ def print_current(settings: Settings) -> AppliedSchema:
 
 
 def backup_first(
-    settings: Settings, action: str, *, unless_at: frozenset[str] | None = None, spare: Path | None = None
+    connection: sa.Connection,
+    settings: Settings,
+    action: str,
+    *,
+    unless_at: frozenset[str] | None = None,
+    spare: Path | None = None,
 ) -> None:
-    """A pg_dump before a command changes a database that holds rows (AUTO_BACKUP=false: never)."""
+    """A pg_dump before a command changes a database that holds rows (AUTO_BACKUP=false: never); holding the lock."""
     known = Revisions(cli_config(settings)).known
-    path = backup_before_change(settings, known, action, unless_at=unless_at, spare=spare)
+    path = backup_before_change(connection, settings, known, action, unless_at=unless_at, spare=spare)
     if path is not None:
         print(f"Backed up '{settings.api_db_name}' to {os.path.relpath(path)} before {action}.")
+
+
+def change_schema(settings: Settings, action: str, change: Callable[[Config], object], **backup: Any) -> None:
+    """Back up, then run the Alembic command `change`, all under one hold of the migration lock.
+
+    The command runs on the connection that holds the lock (env.py takes it again there), so no other migration
+    can change the schema between the backup and the change.
+    """
+
+    def locked(connection: sa.Connection) -> None:
+        backup_first(connection, settings, action, **backup)
+        config = cli_config(settings)
+        config.attributes["connection"] = connection
+        config.attributes["rebuild_invalid_indexes"] = action == "migrating"
+        change(config)
+
+    run_locked(settings, action, locked)
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     show_migration_steps()
     heads = Revisions(cli_config(settings)).heads if args.revision in {"head", "heads"} else None
-    backup_first(settings, "migrating", unless_at=heads)
-    command.upgrade(cli_config(settings), args.revision)
+    change_schema(settings, "migrating", lambda config: command.upgrade(config, args.revision), unless_at=heads)
     print_current(settings)
     return 0
 
 
 def cmd_downgrade(args: argparse.Namespace, settings: Settings) -> int:
     show_migration_steps()
-    backup_first(settings, "downgrading")
-    command.downgrade(cli_config(settings), args.revision)
+    change_schema(settings, "downgrading", lambda config: command.downgrade(config, args.revision))
     print_current(settings)
     return 0
 

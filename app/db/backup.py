@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import subprocess
@@ -16,13 +15,12 @@ import sqlalchemy as sa
 from sqlmodel import SQLModel
 
 from app.db.catalog import current_schema, existing_tables
-from app.db.engine import api_connection
 from app.db.guard import check_database_is_ours
 from app.db.migrations import database_revisions
 from app.db.provision import quote_ident
 from app.db.reset import api_owned_tables
 from app.db.server import embedded_bin_dir, server_address
-from app.db.timeouts import set_timeouts, timeouts_explained
+from app.db.timeouts import timeouts_explained
 from app.errors import SetupError
 from app.settings import Settings
 
@@ -91,6 +89,7 @@ class ApiState:
     """What a backup needs to know of the API database before it dumps it."""
 
     revisions: frozenset[str]
+    has_tables: bool
     holds_rows: bool
     schema: str
 
@@ -136,28 +135,35 @@ def api_tables_hold_rows(connection: sa.Connection) -> bool:
 
 def _api_state(connection: sa.Connection, settings: Settings, known_revisions: Collection[str]) -> ApiState:
     with timeouts_explained(settings):
-        set_timeouts(connection, settings)  # a locked table fails the probe, not hangs it
         check_database_is_ours(connection, known_revisions, settings.api_db_schema)
-        return ApiState(
+        state = ApiState(
             database_revisions(connection),
+            bool(existing_tables(connection, SQLModel.metadata.tables)),
             api_tables_hold_rows(connection),
             settings.api_db_schema or current_schema(connection),
         )
+    connection.commit()
+    return state
 
 
-async def _inspect(settings: Settings, known_revisions: Collection[str]) -> ApiState:
-    async with api_connection(settings) as connection:
-        return await connection.run_sync(_api_state, settings, known_revisions)
+def backup_now(connection: sa.Connection, settings: Settings, known_revisions: Collection[str]) -> Path:
+    """`just backup`: dump the API's tables (refusing MLflow's database), then keep only the newest archives.
 
-
-def backup_now(settings: Settings, known_revisions: Collection[str]) -> Path:
-    """`just backup`: dump the API database (refusing MLflow's), then keep only the newest archives."""
-    path = take_backup(settings, asyncio.run(_inspect(settings, known_revisions)))
+    Call it holding the migration lock, so that no migration is halfway through what it dumps.
+    """
+    state = _api_state(connection, settings, known_revisions)
+    if not state.has_tables:
+        raise BackupError(
+            f"database '{settings.api_db_name}' has none of the API's tables yet: nothing to back up "
+            "(`just migrate` creates them)"
+        )
+    path = take_backup(settings, state)
     prune_backups(settings)
     return path
 
 
 def backup_before_change(
+    connection: sa.Connection,
     settings: Settings,
     known_revisions: Collection[str],
     action: str,
@@ -165,14 +171,15 @@ def backup_before_change(
     unless_at: Collection[str] | None = None,
     spare: Path | None = None,
 ) -> Path | None:
-    """Dump the API database before `action` changes it, when its tables hold rows and backups are on.
+    """Dump the API's tables before `action` changes them, when they hold rows and backups are on.
 
-    Nothing is dumped when the database is already at `unless_at` (nothing to migrate). A failed dump stops the
-    action before it touches anything. `spare` is an archive the pruning must keep (the one being restored).
+    Call it holding the migration lock. Nothing is dumped when the database is already at `unless_at` (nothing to
+    migrate). A failed dump stops the action before it touches anything. `spare` is an archive the pruning must keep
+    (the one being restored).
     """
     if not settings.auto_backup:
         return None
-    state = asyncio.run(_inspect(settings, known_revisions))
+    state = _api_state(connection, settings, known_revisions)
     if not state.holds_rows or (unless_at is not None and state.revisions == set(unless_at)):
         return None
     try:

@@ -13,12 +13,18 @@ from app.db.provision import prepare_api_database
 from app.db.server import ServerAddress
 from app.settings import Settings
 
+# How the sessions that change the schema show in pg_stat_activity: the one holding the lock, and those waiting.
+MIGRATION_APPLICATION_NAME = "bikerental-api migration"
 
-def create_api_engine(address: ServerAddress, settings: Settings, **kwargs: Any) -> AsyncEngine:
+
+def create_api_engine(
+    address: ServerAddress, settings: Settings, *, application_name: str = "bikerental-api", **kwargs: Any
+) -> AsyncEngine:
     """An asyncpg engine on the API database (on API_DB_SCHEMA alone, when set)."""
-    connect_args: dict[str, Any] = {}
+    server_settings = {"application_name": application_name}
     if settings.api_db_schema:
-        connect_args["server_settings"] = {"search_path": settings.api_db_schema}
+        server_settings["search_path"] = settings.api_db_schema
+    connect_args: dict[str, Any] = {"server_settings": server_settings}
     # hide_parameters: a failed INSERT must not put a password hash into an error message or a log line.
     return create_async_engine(
         address.url(settings.api_db_name), hide_parameters=True, connect_args=connect_args, **kwargs
@@ -26,10 +32,12 @@ def create_api_engine(address: ServerAddress, settings: Settings, **kwargs: Any)
 
 
 @asynccontextmanager
-async def single_connection(settings: Settings) -> AsyncIterator[AsyncConnection]:
+async def single_connection(
+    settings: Settings, application_name: str = MIGRATION_APPLICATION_NAME
+) -> AsyncIterator[AsyncConnection]:
     """One connection of its own, outside a transaction, for a command that runs and exits."""
     address = await prepare_api_database(settings)
-    engine = create_api_engine(address, settings, poolclass=sa.NullPool)
+    engine = create_api_engine(address, settings, application_name=application_name, poolclass=sa.NullPool)
     try:
         async with engine.connect() as connection:
             yield connection
@@ -40,5 +48,5 @@ async def single_connection(settings: Settings) -> AsyncIterator[AsyncConnection
 @asynccontextmanager
 async def api_connection(settings: Settings) -> AsyncIterator[AsyncConnection]:
     """One connection in one transaction, for a command that runs and exits."""
-    async with single_connection(settings) as connection, connection.begin():
+    async with single_connection(settings, "bikerental-api") as connection, connection.begin():
         yield connection

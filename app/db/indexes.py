@@ -7,17 +7,20 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from app.db.migration_lock import autocommit
+from app.db.errors import driver_error, sqlstate
+from app.db.migration_lock import afterwards, autocommit
 from app.db.models import API_TABLES
 from app.db.provision import quote_ident
-from app.db.timeouts import concurrent_timeout_statement, timeouts_explained
+from app.db.timeouts import TIMEOUT_SQLSTATES, concurrent_timeout_statement, timeouts_explained
+from app.errors import SetupError
 from app.settings import Settings
 
 # `IF NOT EXISTS` skips an invalid index for ever, and queries never use it: it has to be rebuilt, not re-created.
 _INVALID = sa.text(
     "SELECT i.relname AS name, t.relname AS table_name FROM pg_index x "
     "JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid "
-    "WHERE NOT x.indisvalid AND t.relnamespace = current_schema()::regnamespace AND t.relname = ANY(:tables) "
+    "JOIN pg_namespace n ON n.oid = t.relnamespace "
+    "WHERE NOT x.indisvalid AND n.nspname = current_schema() AND t.relname = ANY(:tables) "
     "ORDER BY i.relname"
 )
 # What a stopped `REINDEX CONCURRENTLY` leaves beside the index it was rebuilding: dropped, never rebuilt.
@@ -53,19 +56,26 @@ def invalid_indexes(connection: sa.Connection) -> list[InvalidIndex]:
     return [InvalidIndex(row.name, row.table_name) for row in rows]
 
 
-def rebuild_invalid_indexes(connection: sa.Connection, settings: Settings) -> list[InvalidIndex]:
-    """Rebuild every INVALID index on the API's tables; call it holding the migration lock, outside a transaction."""
-    found = invalid_indexes(connection)
-    connection.commit()
-    if not found:
-        return found
+def rebuild_invalid_indexes(connection: sa.Connection, settings: Settings, found: list[InvalidIndex]) -> None:
+    """Rebuild the INVALID indexes `found`; call it holding the migration lock, outside a transaction."""
     log = logging.getLogger("alembic.runtime.migration")
-    with autocommit(connection), timeouts_explained(settings):
+    leave = sa.text(concurrent_timeout_statement(settings, inside=False))
+    with (
+        autocommit(connection),
+        timeouts_explained(settings, "rebuild"),
+        afterwards(lambda: connection.execute(leave)),
+    ):
         connection.execute(sa.text(concurrent_timeout_statement(settings, inside=True)))
-        try:
-            for index in found:
-                log.info("Running %s: a concurrent build left it INVALID", index.repair)
+        for index in found:
+            log.info("Running %s: a concurrent build left it INVALID", index.repair)
+            try:
                 connection.execute(sa.text(index.repair))
-        finally:
-            connection.execute(sa.text(concurrent_timeout_statement(settings, inside=False)))
-    return found
+            except sa.exc.DBAPIError as exc:
+                if sqlstate(exc) in TIMEOUT_SQLSTATES:
+                    raise
+                said = str(driver_error(exc) or exc.orig).strip()
+                raise SetupError(
+                    f"could not rebuild INVALID index {index.name} on table {index.table}: {said}. Fix what it says "
+                    f"(duplicate rows, for a unique index) and run `just migrate` again, or drop the index: "
+                    f"DROP INDEX CONCURRENTLY {quote_ident(index.name)}"
+                ) from exc

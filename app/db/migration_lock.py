@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from typing import TypeVar
 
 import sqlalchemy as sa
 
+from app.db.engine import single_connection
 from app.db.timeouts import reset_timeouts, set_timeouts
 from app.settings import Settings
+
+T = TypeVar("T")
 
 # Serialises migrations, resets and restores on one database; any constant works, this one spells "bikerent".
 MIGRATION_LOCK_KEY = 0x62696B6572656E74
@@ -52,7 +57,7 @@ def migration_session(connection: sa.Connection, settings: Settings, what: str =
         yield
     finally:
         # A lost connection has lost its lock and settings with it: nothing left to undo, and the first error stands.
-        with suppress(sa.exc.DBAPIError):
+        with suppress(sa.exc.SQLAlchemyError):
             if connection.in_transaction():
                 connection.rollback()
             reset_timeouts(connection)
@@ -73,3 +78,33 @@ def autocommit(connection: sa.Connection) -> Iterator[sa.Connection]:
         if connection.in_transaction():
             connection.commit()
         connection.execution_options(isolation_level=level)
+
+
+@contextmanager
+def afterwards(undo: Callable[[], object]) -> Iterator[None]:
+    """Run `undo` after the block; when the block failed, a failure of `undo` does not hide the block's error."""
+    try:
+        yield
+    except BaseException:
+        with suppress(Exception):
+            undo()
+        raise
+    undo()
+
+
+def run_locked(settings: Settings, what: str, body: Callable[[sa.Connection], T]) -> T:
+    """Run `body` on a connection of its own that holds the migration lock and time-outs throughout.
+
+    For a command that backs up and then changes the schema: nothing else changes it in between. A migration run
+    inside (`config.attributes["connection"]`) takes the same lock again on the same session, which it may.
+    """
+
+    def locked(connection: sa.Connection) -> T:
+        with migration_session(connection, settings, what):
+            return body(connection)
+
+    async def run() -> T:
+        async with single_connection(settings) as connection:
+            return await connection.run_sync(locked)
+
+    return asyncio.run(run())

@@ -64,7 +64,7 @@ class UserRoleLink(SQLModel, table=True):
 
 
 # Uniqueness ignoring case is decided by the database, not by a check before the insert.
-sa.Index("uq_users_username_lower", sa.func.lower(DBUser.username), unique=True)
-sa.Index("uq_users_email_lower", sa.func.lower(DBUser.email), unique=True)
+USERNAME_UNIQUE = sa.Index("uq_users_username_lower", sa.func.lower(DBUser.username), unique=True)
+EMAIL_UNIQUE = sa.Index("uq_users_email_lower", sa.func.lower(DBUser.email), unique=True)
 
 API_TABLES = frozenset(SQLModel.metadata.tables)

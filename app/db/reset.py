@@ -9,6 +9,7 @@ from sqlmodel import SQLModel
 
 from app.db.catalog import existing_tables
 from app.db.checksums import CHECKSUM_TABLE
+from app.db.errors import driver_error, sqlstate
 from app.db.guard import VERSION_TABLE, check_database_is_ours
 from app.db.migration_lock import migration_session
 from app.db.provision import quote_ident
@@ -43,8 +44,8 @@ def _drop(connection: sa.Connection) -> None:
         # No CASCADE: a foreign table that references ours makes the reset fail rather than lose its constraint.
         SQLModel.metadata.drop_all(connection, checkfirst=True)
     except sa.exc.DBAPIError as exc:
-        if getattr(exc.orig, "sqlstate", None) != DEPENDENT_OBJECTS_STILL_EXIST:
+        if sqlstate(exc) != DEPENDENT_OBJECTS_STILL_EXIST:
             raise
-        detail = getattr(getattr(exc.orig, "__cause__", None), "detail", None) or "another table refers to them"
+        detail = getattr(driver_error(exc), "detail", None) or "another table refers to them"
         raise SetupError(f"reset stopped and dropped nothing: {detail.rstrip('.')}. Drop that reference first") from exc
     connection.execute(sa.text(f"DROP TABLE IF EXISTS {VERSION_TABLE}, {CHECKSUM_TABLE}"))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 import subprocess
 import tempfile
@@ -14,12 +13,11 @@ import sqlalchemy as sa
 
 from app.db.backup import BackupError, first_error, list_backups, pg_env, pg_tool
 from app.db.catalog import current_schema
-from app.db.engine import single_connection
 from app.db.guard import MLFLOW_SIGNATURE, check_database_is_ours
 from app.db.migration_lock import migration_session
 from app.db.provision import quote_ident
 from app.db.reset import api_owned_tables
-from app.db.timeouts import timeout_statements
+from app.db.timeouts import lock_timeout_statement
 from app.settings import Settings
 
 _DBNAME = re.compile(r"^;\s+dbname: (?P<name>.*)$", re.MULTILINE)
@@ -82,6 +80,12 @@ def read_archive(path: Path, settings: Settings) -> Archive:
             f"{path} is a dump of database '{archive.database}', not of the API database "
             f"'{settings.api_db_name}'; nothing was restored"
         )
+    foreign = sorted(archive.tables - set(api_owned_tables()))
+    if foreign:
+        raise BackupError(
+            f"{path} holds tables that are not the API's ({', '.join(foreign)}): restoring it would replace them "
+            "too; nothing was restored. Restore the API's tables from a backup `just backup` took"
+        )
     return archive
 
 
@@ -89,9 +93,12 @@ def _prologue(settings: Settings, schema: str) -> str:
     # One transaction with the archive's own statements (psql --single-transaction): the API's tables go, the
     # archive's come back, or nothing changes. Tables a later migration added go too, so the database ends up
     # exactly at the archive's revision; tables that are not the API's are in no archive and are left alone.
+    # The lock time-out holds (a long transaction fails the restore rather than queue it); statements may take as
+    # long as the data needs: the tables are being replaced, nobody can use them meanwhile anyway.
     return "\n".join(
         [
-            *(f"{statement};" for statement in timeout_statements(settings)),
+            f"{lock_timeout_statement(settings)};",
+            "SET statement_timeout = 0;",
             f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)};",
             *(f"DROP TABLE IF EXISTS {quote_ident(schema)}.{quote_ident(name)};" for name in api_owned_tables()),
             "",
@@ -122,20 +129,11 @@ def _known_settings(connection: sa.Connection) -> frozenset[str]:
     return frozenset(connection.execute(sa.text("SELECT name FROM pg_settings")).scalars())
 
 
-def restore_archive(settings: Settings, archive: Archive, known_revisions: Collection[str]) -> None:
-    """Replace the API's tables in the API database with the archive's, atomically."""
-
-    async def run() -> None:
-        async with single_connection(settings) as connection:
-            await connection.run_sync(_restore_holding_the_lock, settings, archive, known_revisions)
-
-    asyncio.run(run())
-
-
-def _restore_holding_the_lock(
+def restore_archive(
     connection: sa.Connection, settings: Settings, archive: Archive, known_revisions: Collection[str]
 ) -> None:
-    # The session lock is held here while psql restores on a connection of its own: no migration runs meanwhile.
+    """Replace the API's tables in the API database with the archive's, atomically."""
+    # The session lock is held on `connection` while psql restores on one of its own: no migration runs meanwhile.
     with migration_session(connection, settings, "restore"):
         check_database_is_ours(connection, known_revisions, settings.api_db_schema)
         schema = settings.api_db_schema or current_schema(connection)

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import sqlalchemy as sa
 
+from app.db.errors import sqlstate
 from app.errors import SetupError
 from app.settings import Settings
 
 LOCK_NOT_AVAILABLE = "55P03"
 QUERY_CANCELED = "57014"
+TIMEOUT_SQLSTATES = frozenset({LOCK_NOT_AVAILABLE, QUERY_CANCELED})
 
 # The table a DDL or DML statement works on: enough to tell a person which lock the migration waited for.
 _TABLE = re.compile(
@@ -42,10 +44,11 @@ def timeout_statements(settings: Settings) -> list[str]:
 
     Session-wide, not `SET LOCAL`: a revision's `autocommit_block()` commits, and the time-outs must outlive that.
     """
-    return [
-        f"SET lock_timeout = {_ms(settings.migration_lock_timeout)}",
-        f"SET statement_timeout = {_ms(settings.migration_statement_timeout)}",
-    ]
+    return [lock_timeout_statement(settings), f"SET statement_timeout = {_ms(settings.migration_statement_timeout)}"]
+
+
+def lock_timeout_statement(settings: Settings) -> str:
+    return f"SET lock_timeout = {_ms(settings.migration_lock_timeout)}"
 
 
 def concurrent_timeout_statement(settings: Settings, *, inside: bool) -> str:
@@ -67,22 +70,28 @@ def reset_timeouts(connection: sa.Connection) -> None:
 
 
 @contextmanager
-def timeouts_explained(settings: Settings, what: str = "migration") -> Iterator[None]:
-    """A lock or statement time-out of a `what` (migration, reset) as a message: what waited, on what, what to do."""
+def timeouts_explained(
+    settings: Settings, what: str = "migration", committed_midway: Callable[[], bool] = lambda: False
+) -> Iterator[None]:
+    """A lock or statement time-out of a `what` (migration, reset) as a message: what waited, on what, what to do.
+
+    `committed_midway` tells whether the run committed part of its work already (an autocommit block did).
+    """
     try:
         yield
     except sa.exc.DBAPIError as exc:
-        code = getattr(exc.orig, "sqlstate", None)
+        code = sqlstate(exc)
         statement = exc.statement or ""
         found = _TABLE.search(statement)
         table = f"table {found['table'].strip(chr(34))}" if found else "a table"
         concurrent = bool(_CONCURRENT.search(statement))
         # A concurrent build commits as it goes: a stopped one leaves an INVALID index behind, not nothing.
-        outcome = (
-            "the index it was building is left INVALID, and the next `just migrate` rebuilds it"
-            if concurrent
-            else "nothing was changed"
-        )
+        if concurrent:
+            outcome = "the index it was building is left INVALID, and the next `just migrate` rebuilds it"
+        elif committed_midway():
+            outcome = "what ran before its last autocommit block stays applied (`just current` shows the revision)"
+        else:
+            outcome = "nothing was changed"
         if code == LOCK_NOT_AVAILABLE:
             raise MigrationTimeoutError(
                 f"the {what} waited more than {_seconds(settings.migration_lock_timeout)} for a lock on {table}, "

@@ -7,7 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from litestar import Litestar
+from litestar import Litestar, Router
 from litestar.di import Provide
 from litestar.logging import LoggingConfig
 from litestar.openapi import OpenAPIConfig
@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.db.engine import create_api_engine
 from app.db.provision import prepare_api_database
 from app.http.auth import RATE_LIMIT_STORE, AccessTokens, build_jwt_auth, rate_limit, rate_limit_store
-from app.http.dependencies import provide_hashing, provide_session
+from app.http.dependencies import provide_engine, provide_hashing, provide_session, provide_sessions
 from app.http.errors import EXCEPTION_HANDLERS
 from app.http.routes.admin import get_user, grant, list_users, revoke, update_user
 from app.http.routes.auth import login, me
@@ -27,6 +27,8 @@ from app.services.passwords import PasswordHashing
 from app.settings import Settings, get_settings
 
 logger = logging.getLogger("app")
+API_PREFIX = "/api/v1"
+API_HANDLERS = [register, login, me, list_users, get_user, grant, revoke, update_user]
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -62,12 +64,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
     jwt_auth = build_jwt_auth(settings)
     tokens = AccessTokens(jwt_auth)
     return Litestar(
-        route_handlers=[register, health, login, me, list_users, get_user, grant, revoke, update_user],
+        route_handlers=[health, Router(API_PREFIX, route_handlers=API_HANDLERS)],
         on_app_init=[jwt_auth.on_app_init],
         middleware=[rate_limit(settings).middleware],
         stores={RATE_LIMIT_STORE: rate_limit_store(settings)},
         lifespan=[lifespan],
         dependencies={
+            "engine": Provide(provide_engine, sync_to_thread=False),
+            "sessions": Provide(provide_sessions, sync_to_thread=False),
             "session": Provide(provide_session),
             "hashing": Provide(provide_hashing, sync_to_thread=False),
             "tokens": Provide(lambda: tokens, sync_to_thread=False),

@@ -1,13 +1,28 @@
-"""Dependencies injected into handlers: one session and transaction per request, the password hashers."""
+"""What handlers get injected, one way everywhere: the engine, sessions, one transaction per request, the hashers.
+
+The lifespan puts the runtime objects on `app.state`; these providers are the only readers (besides the JWT
+callback, which Litestar calls without injection).
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
 from litestar.datastructures import State
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.services.passwords import PasswordHashing
+
+
+def provide_engine(state: State) -> AsyncEngine:
+    engine: AsyncEngine = state.engine
+    return engine
+
+
+def provide_sessions(state: State) -> async_sessionmaker[AsyncSession]:
+    """The session factory, for a service that opens short transactions of its own (around a password check)."""
+    sessions: async_sessionmaker[AsyncSession] = state.sessionmaker
+    return sessions
 
 
 async def provide_session(state: State) -> AsyncIterator[AsyncSession]:
@@ -15,7 +30,7 @@ async def provide_session(state: State) -> AsyncIterator[AsyncSession]:
 
     The pool connection is checked out on the first statement, not here.
     """
-    async with state.sessionmaker() as session, session.begin():
+    async with provide_sessions(state)() as session, session.begin():
         yield session
 
 

@@ -13,9 +13,14 @@ from litestar import MediaType, Request, Response
 from litestar.exceptions import TooManyRequestsException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
-from app.services.passwords import HashingOverloadedError
-from app.services.registration import AlreadyRegisteredError
-from app.services.roles import LastAdminError, NotFoundError
+from app.db.errors import constraint_name, driver_error, sqlstate
+from app.errors import (
+    AlreadyRegisteredError,
+    ConflictError,
+    DomainError,
+    NotFoundError,
+    UnavailableError,
+)
 
 logger = logging.getLogger("app.http")
 
@@ -58,14 +63,18 @@ def on_validation_error(request: Request[Any, Any, Any], exc: ValidationExceptio
     return Response(content, status_code=400, media_type=MediaType.JSON)
 
 
-def on_already_registered(request: Request[Any, Any, Any], exc: AlreadyRegisteredError) -> Response[Any]:
-    return error_response(409, f"This {exc.field} is already registered", field=exc.field)
+# Each kind of domain error, its status; the most specific class that matches wins.
+DOMAIN_STATUS: dict[type[DomainError], int] = {NotFoundError: 404, ConflictError: 409, UnavailableError: 503}
 
 
-def on_hashing_overloaded(request: Request[Any, Any, Any], exc: HashingOverloadedError) -> Response[Any]:
-    return error_response(
-        503, "Too many password checks at once; retry shortly", headers={"Retry-After": str(exc.retry_after)}
-    )
+def on_domain_error(request: Request[Any, Any, Any], exc: DomainError) -> Response[Any]:
+    """One mapping for every refusal the account rules make."""
+    status = next((code for kind, code in DOMAIN_STATUS.items() if isinstance(exc, kind)), None)
+    if status is None:
+        return on_unexpected_error(request, exc)
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, UnavailableError) else None
+    extra = {"field": exc.field} if isinstance(exc, AlreadyRegisteredError) else {}
+    return error_response(status, str(exc), headers=headers, **extra)
 
 
 def on_database_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
@@ -75,28 +84,19 @@ def on_database_error(request: Request[Any, Any, Any], exc: Exception) -> Respon
             503, "The database is unavailable; retry shortly", headers={"Retry-After": str(DATABASE_RETRY_AFTER)}
         )
     # PostgreSQL's message can quote the failing row (a password hash among it): log where and what, not that.
-    driver_error = getattr(getattr(exc, "orig", None), "__cause__", None)
-    if getattr(driver_error, "sqlstate", None) == _UNTRANSLATABLE_TEXT:
+    if sqlstate(exc) == _UNTRANSLATABLE_TEXT:
         logger.info("refused text with NUL on %s %s", request.method, request.url.path)
         return error_response(400, "Text must not contain NUL (\\u0000) characters")
     logger.error(
         "database error on %s %s: %s (sqlstate %s, constraint %s)\n%s",
         request.method,
         request.url.path,
-        type(driver_error or exc).__name__,
-        getattr(driver_error, "sqlstate", None),
-        getattr(driver_error, "constraint_name", None),
+        type(driver_error(exc) or exc).__name__,
+        sqlstate(exc),
+        constraint_name(exc),
         "".join(traceback.format_tb(exc.__traceback__)),
     )
     return error_response(500, "Internal server error")
-
-
-def on_not_found(request: Request[Any, Any, Any], exc: NotFoundError) -> Response[Any]:
-    return error_response(404, str(exc))
-
-
-def on_last_admin(request: Request[Any, Any, Any], exc: LastAdminError) -> Response[Any]:
-    return error_response(409, str(exc))
 
 
 def on_rate_limit_store_error(request: Request[Any, Any, Any], exc: redis.exceptions.RedisError) -> Response[Any]:
@@ -121,12 +121,9 @@ def on_unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Resp
 EXCEPTION_HANDLERS = {
     HTTP_500_INTERNAL_SERVER_ERROR: on_unexpected_error,
     ValidationException: on_validation_error,
-    AlreadyRegisteredError: on_already_registered,
-    NotFoundError: on_not_found,
-    LastAdminError: on_last_admin,
+    DomainError: on_domain_error,
     redis.exceptions.RedisError: on_rate_limit_store_error,
     TooManyRequestsException: on_rate_limited,
-    HashingOverloadedError: on_hashing_overloaded,
     sqlalchemy.exc.SQLAlchemyError: on_database_error,
     OSError: on_database_error,
 }

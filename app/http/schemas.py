@@ -6,46 +6,12 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
-from email_validator import EmailNotValidError, validate_email
 from msgspec import Meta
 
+from app.accounts import UserCreate
 from app.repositories.users import UserRecord
 
-Username = Annotated[
-    str,
-    Meta(
-        min_length=3,
-        max_length=50,
-        pattern=r"^[A-Za-z0-9_.-]+$",
-        description="3–50 letters, digits, `_`, `.` or `-`; unique ignoring case",
-        examples=["alice"],
-    ),
-]
-Email = Annotated[str, Meta(max_length=320, description="unique ignoring case; stored in lower case")]
-Password = Annotated[str, Meta(min_length=8, max_length=128, description="8–128 characters")]
-FullName = Annotated[str, Meta(max_length=100)]
-
-
-class UserCreate(msgspec.Struct, forbid_unknown_fields=True):
-    """A sign-up. Unknown fields are refused, so no body can ask for a role."""
-
-    username: Username
-    email: Email
-    password: Password
-    full_name: FullName | None = None
-
-    def __post_init__(self) -> None:
-        # msgspec matches patterns with re.search, where `$` also accepts a trailing newline.
-        if self.username.endswith("\n"):
-            raise ValueError("Expected `str` matching regex '^[A-Za-z0-9_.-]+$' - at `$.username`")
-        # Refused before the costly hash; PostgreSQL would refuse it after.
-        if self.full_name is not None and "\x00" in self.full_name:
-            raise ValueError("Expected `str` without NUL characters - at `$.full_name`")
-        try:
-            checked = validate_email(self.email, check_deliverability=False)
-        except EmailNotValidError as exc:
-            raise ValueError(f"{exc} - at `$.email`") from exc
-        self.email = checked.normalized.lower()
+__all__ = ["UserCreate"]  # the sign-up body is the account rules' own
 
 
 class UserRead(msgspec.Struct):

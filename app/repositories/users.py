@@ -8,9 +8,12 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import aggregate_order_by, insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.models import DBRole, DBUser, UserRoleLink
+from app.db.errors import constraint_name
+from app.db.models import EMAIL_UNIQUE, USERNAME_UNIQUE, DBRole, DBUser, UserRoleLink
+from app.errors import AlreadyRegisteredError, RoleMissingError
 
 users = DBUser.__table__  # type: ignore[attr-defined]
 roles = DBRole.__table__  # type: ignore[attr-defined]
@@ -36,8 +39,8 @@ class UserRecord:
     created_at: datetime
 
 
-class RoleMissingError(Exception):
-    """The role to grant does not exist: the database was not seeded."""
+# The unique indexes that decide who gets a name, and the field each one guards.
+_UNIQUE_FIELDS = {str(USERNAME_UNIQUE.name): "username", str(EMAIL_UNIQUE.name): "email"}
 
 
 class UserRepository:
@@ -71,7 +74,13 @@ class UserRepository:
         statement = sa.select(
             inserted.c.id, inserted.c.created_at, sa.select(sa.func.count()).select_from(granted).scalar_subquery()
         )
-        row = (await self.session.execute(statement)).one()
+        try:
+            row = (await self.session.execute(statement)).one()
+        except IntegrityError as exc:
+            field = _UNIQUE_FIELDS.get(constraint_name(exc) or "")
+            if field is None:
+                raise
+            raise AlreadyRegisteredError(field) from exc
         if row[2] != 1:
             raise RoleMissingError(role)
         return UserRecord(

@@ -8,9 +8,9 @@ import msgspec
 from argon2 import PasswordHasher
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.accounts import UserCreate
 from app.db.migrations import Revisions, require_ours_at_head
 from app.errors import SetupError
-from app.http.schemas import UserCreate
 from app.repositories.roles import RoleRepository
 from app.repositories.users import NewUser, UserRepository
 from app.roles import RoleName

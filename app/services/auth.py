@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.errors import HashingOverloadedError
 from app.repositories.users import UserRecord, UserRepository
-from app.services.passwords import HashingOverloadedError, PasswordHashing
+from app.services.passwords import PasswordHashing
 
 
 async def authenticate(

@@ -26,6 +26,7 @@ def _upgrade(config: Config) -> None:
 async def bootstrap_database(engine: AsyncEngine, settings: Settings) -> SeedReport:
     """Migrate to head (or require head when migrations run elsewhere), then seed the roles."""
     config = alembic_config(settings, configure_logging=False)
+    config.attributes["rebuild_invalid_indexes"] = True
     revisions = Revisions(config)
     if settings.migrate_on_startup:
         # On a connection of env.py's own, outside the pool: the run holds a session lock and session time-outs,

@@ -15,17 +15,10 @@ from typing import Any, TypeVar
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from app.errors import HashingOverloadedError
 from app.settings import Settings
 
 T = TypeVar("T")
-
-
-class HashingOverloadedError(Exception):
-    """More password hashes or checks are queued than the hashers can serve in the configured time."""
-
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(f"password hashing is saturated; retry in {retry_after} s")
-        self.retry_after = retry_after
 
 
 def lower_thread_priority() -> None:

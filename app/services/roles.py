@@ -4,17 +4,10 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.errors import LastAdminError, NotFoundError
 from app.repositories.roles import RoleRepository
 from app.repositories.users import UserRecord, UserRepository
 from app.roles import RoleName
-
-
-class NotFoundError(Exception):
-    """The user or role named in the request does not exist."""
-
-
-class LastAdminError(Exception):
-    """The change would leave no active admin, and nobody could manage roles any more."""
 
 
 async def grant_role(session: AsyncSession, user_id: int, role: str) -> UserRecord:

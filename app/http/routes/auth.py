@@ -5,23 +5,24 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request, get, post
-from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.exceptions import NotAuthorizedException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody
 from litestar.security.jwt import Token
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.http.auth import AccessTokens
 from app.http.schemas import AccessToken, LoginRequest, UserDetail, user_detail
 from app.repositories.users import UserRecord
 from app.services.auth import authenticate
+from app.services.passwords import PasswordHashing
 
 BAD_CREDENTIALS = "Invalid username or password"
 
 
 @post(
-    "/api/v1/login",
+    "/login",
     summary="Log in",
     status_code=200,
     responses={
@@ -29,9 +30,14 @@ BAD_CREDENTIALS = "Invalid username or password"
         429: ResponseSpec(dict[str, Any], description="Too many attempts; see Retry-After", generate_examples=False),
     },
 )
-async def login(data: JSONBody[LoginRequest], state: State, tokens: NamedDependency[AccessTokens]) -> AccessToken:
+async def login(
+    data: JSONBody[LoginRequest],
+    sessions: NamedDependency[async_sessionmaker[AsyncSession]],
+    hashing: NamedDependency[PasswordHashing],
+    tokens: NamedDependency[AccessTokens],
+) -> AccessToken:
     """Exchange a username (or email) and password for a bearer token."""
-    user = await authenticate(state.sessionmaker, state.hashing, data.username, data.password)
+    user = await authenticate(sessions, hashing, data.username, data.password)
     if user is None:
         # One answer for unknown users, wrong passwords and inactive users alike.
         raise NotAuthorizedException(BAD_CREDENTIALS)
@@ -42,7 +48,7 @@ async def login(data: JSONBody[LoginRequest], state: State, tokens: NamedDepende
     )
 
 
-@get("/api/v1/me", summary="The current user")
+@get("/me", summary="The current user")
 async def me(request: Request[UserRecord, Token, Any]) -> UserDetail:
     """The user the bearer token belongs to, with its roles."""
     return user_detail(request.user)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from litestar import Response, post
+from litestar import Request, Response, post
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
 from litestar.params import Body
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.http.routes.admin import get_user
 from app.http.schemas import UserCreate, UserRead, user_read
 from app.services.passwords import PasswordHashing
 from app.services.registration import register_user
@@ -19,7 +20,7 @@ ERROR_EXAMPLE = {"status_code": 409, "detail": "This username is already registe
 
 
 @post(
-    "/api/v1/register",
+    "/register",
     summary="Register a user",
     status_code=201,
     responses={
@@ -58,9 +59,11 @@ async def register(
     ],
     session: NamedDependency[AsyncSession],
     hashing: NamedDependency[PasswordHashing],
+    request: Request[Any, Any, Any],
 ) -> Response[UserRead]:
     """Create an account with the `user` role. The password is stored only as an Argon2id hash."""
     user = await register_user(
         session, hashing, username=data.username, email=data.email, password=data.password, full_name=data.full_name
     )
-    return Response(user_read(user), status_code=201, headers={"Location": f"/api/v1/users/{user.id}"})
+    location = request.app.route_reverse(get_user, user_id=user.id)
+    return Response(user_read(user), status_code=201, headers={"Location": location})
