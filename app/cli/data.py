@@ -9,7 +9,7 @@ import os
 import sys
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.cli.schema import backup_first, cli_config, cmd_migrate, print_current
 from app.db.backup import backup_now

@@ -11,7 +11,8 @@ from litestar import Litestar, Router
 from litestar.di import Provide
 from litestar.logging import LoggingConfig
 from litestar.openapi import OpenAPIConfig
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.db.engine import create_api_engine
 from app.db.provision import prepare_api_database
@@ -22,6 +23,7 @@ from app.http.routes.admin import get_user, grant, list_users, revoke, update_us
 from app.http.routes.auth import login, me
 from app.http.routes.health import health
 from app.http.routes.users import register
+from app.repositories.users import ActiveUserLookup
 from app.services.bootstrap import bootstrap_database
 from app.services.passwords import PasswordHashing
 from app.settings import Settings, get_settings
@@ -53,6 +55,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             # Measuring one hash takes a moment of CPU: keep it off the event loop.
             hashing = await asyncio.to_thread(PasswordHashing, settings)
             app.state.engine = engine
+            app.state.user_lookup = ActiveUserLookup(engine)
             app.state.sessionmaker = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
             app.state.hashing = hashing
             yield

@@ -16,9 +16,8 @@ from litestar.stores.redis import RedisStore
 from litestar.types import Guard
 
 from app.db.models import MAX_ID
-from app.repositories.users import UserRecord
+from app.repositories.users import ActiveUserLookup, UserRecord
 from app.roles import RoleName
-from app.services.auth import load_user
 from app.settings import Settings
 
 PUBLIC_PATHS = ["^/api/v1/login$", "^/api/v1/register$", "^/health$", "^/schema"]
@@ -34,7 +33,9 @@ async def retrieve_user(token: Token, connection: ASGIConnection[Any, Any, Any, 
         return None
     if not 1 <= user_id <= MAX_ID:
         return None
-    return await load_user(connection.app.state.sessionmaker, user_id)
+    # Read afresh on every request: a deactivation or a role change counts at the next one, on every instance.
+    lookup: ActiveUserLookup = connection.app.state.user_lookup
+    return await lookup(user_id)
 
 
 def build_jwt_auth(settings: Settings) -> JWTAuth[UserRecord]:

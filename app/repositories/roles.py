@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.db.models import DBRole
 
@@ -19,26 +19,24 @@ class RoleRepository:
 
     async def insert_missing(self, roles: Mapping[str, str]) -> list[str]:
         """Insert the roles whose names are not taken yet and return the names inserted."""
-        table = DBRole.__table__  # type: ignore[attr-defined]
+        # ON CONFLICT, which the ORM has no word for: the unique name decides, so concurrent seeders never fail and
+        # never duplicate.
         statement = (
-            insert(table)
+            insert(DBRole)
             .values([{"name": name, "description": description} for name, description in roles.items()])
-            # The unique name decides: concurrent seeders never fail and never duplicate.
-            .on_conflict_do_nothing(index_elements=["name"])
-            .returning(table.c.name)
+            .on_conflict_do_nothing(index_elements=[col(DBRole.name)])
+            .returning(col(DBRole.name))
         )
-        return list((await self.session.execute(statement)).scalars())
+        return list((await self.session.exec(statement)).scalars())
 
     async def names(self) -> list[str]:
         """Every role name, alphabetically."""
-        table = DBRole.__table__  # type: ignore[attr-defined]
-        return list((await self.session.execute(sa.select(table.c.name).order_by(table.c.name))).scalars())
+        return list((await self.session.exec(select(DBRole.name).order_by(col(DBRole.name)))).all())
 
     async def id_of(self, name: str, *, lock: bool = False) -> int | None:
         """The id of the role called `name`, or None; `lock` holds the role until the transaction ends."""
-        table = DBRole.__table__  # type: ignore[attr-defined]
-        statement = sa.select(table.c.id).where(table.c.name == name)
+        statement = select(DBRole.id).where(col(DBRole.name) == name)
         if lock:
             # FOR NO KEY UPDATE: lockers take turns, while inserts that only reference the role go on.
             statement = statement.with_for_update(key_share=True)
-        return (await self.session.execute(statement)).scalar_one_or_none()
+        return (await self.session.exec(statement)).one_or_none()

@@ -1,4 +1,4 @@
-"""Queries on `users` and `user_roles`."""
+"""Queries on `users` and `user_roles`, written with the SQLModel models; statements built once per process."""
 
 from __future__ import annotations
 
@@ -6,18 +6,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import sqlalchemy as sa
+from sqlalchemy import ColumnElement, bindparam, func, or_, true
 from sqlalchemy.dialects.postgresql import aggregate_order_by, insert
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import col, delete, select, update
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.db.errors import constraint_name
 from app.db.models import EMAIL_UNIQUE, USERNAME_UNIQUE, DBRole, DBUser, UserRoleLink
 from app.errors import AlreadyRegisteredError, RoleMissingError
 
-users = DBUser.__table__  # type: ignore[attr-defined]
-roles = DBRole.__table__  # type: ignore[attr-defined]
-user_roles = UserRoleLink.__table__  # type: ignore[attr-defined]
+# The unique indexes that decide who gets a name, and the field each one guards.
+_UNIQUE_FIELDS = {str(USERNAME_UNIQUE.name): "username", str(EMAIL_UNIQUE.name): "email"}
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,8 @@ class NewUser:
 
 @dataclass(frozen=True)
 class UserRecord:
+    """A user as the service uses it: never its password hash, always its role names."""
+
     id: int
     username: str
     email: str
@@ -39,8 +42,37 @@ class UserRecord:
     created_at: datetime
 
 
-# The unique indexes that decide who gets a name, and the field each one guards.
-_UNIQUE_FIELDS = {str(USERNAME_UNIQUE.name): "username", str(EMAIL_UNIQUE.name): "email"}
+# The user's role names, alphabetically: a correlated subquery on the user_roles primary key.
+_ROLE_NAMES = (
+    select(func.array_agg(aggregate_order_by(col(DBRole.name), col(DBRole.name))))
+    .join(UserRoleLink, col(UserRoleLink.role_id) == col(DBRole.id))
+    .where(col(UserRoleLink.user_id) == col(DBUser.id))
+    .scalar_subquery()
+    .label("roles")
+)
+_WITH_ROLES = select(DBUser, _ROLE_NAMES)
+_BY_ID = _WITH_ROLES.where(col(DBUser.id) == bindparam("user_id"))
+_WANTED = func.lower(bindparam("identifier"))
+_CREDENTIALS = _WITH_ROLES.where(or_(func.lower(DBUser.username) == _WANTED, func.lower(DBUser.email) == _WANTED))
+# What the hot path reads, and no more (no password hash): the columns of a UserRecord.
+_ACTIVE_BY_ID = (
+    select(DBUser.id, DBUser.username, DBUser.email, DBUser.full_name)
+    .add_columns(col(DBUser.is_active), col(DBUser.created_at), _ROLE_NAMES)
+    .where(col(DBUser.id) == bindparam("user_id"), col(DBUser.is_active))
+)
+
+
+def _record(user: Any, roles: list[str] | None) -> UserRecord:
+    """A record from a `DBUser` (or a row with its columns) and its role names."""
+    return UserRecord(
+        id=user.id,
+        username=user.username,
+        email=user.email,
+        full_name=user.full_name,
+        is_active=user.is_active,
+        roles=list(roles or ()),
+        created_at=user.created_at,
+    )
 
 
 class UserRepository:
@@ -50,137 +82,125 @@ class UserRepository:
         self.session = session
 
     async def create_with_role(self, user: NewUser, role: str) -> UserRecord:
-        """Insert the user and grant `role` in one statement; unique indexes raise IntegrityError on a taken name."""
+        """Insert the user and grant `role`; raises AlreadyRegisteredError when the username or email is taken."""
+        # One statement (two CTEs) instead of an ORM flush, refresh and second insert: one round trip per sign-up.
         inserted = (
-            sa.insert(users)
+            insert(DBUser)
             .values(
                 username=user.username,
                 email=user.email,
                 full_name=user.full_name,
                 hashed_password=user.hashed_password,
             )
-            .returning(users.c.id, users.c.created_at)
+            .returning(col(DBUser.id), col(DBUser.created_at))
             .cte("inserted")
         )
         granted = (
-            sa.insert(user_roles)
+            insert(UserRoleLink)
             .from_select(
                 ["user_id", "role_id"],
-                sa.select(inserted.c.id, roles.c.id).select_from(inserted.join(roles, roles.c.name == role)),
+                select(inserted.c.id, col(DBRole.id)).select_from(inserted).join(DBRole, col(DBRole.name) == role),
             )
-            .returning(user_roles.c.role_id)
+            .returning(col(UserRoleLink.role_id))
             .cte("granted")
         )
-        statement = sa.select(
-            inserted.c.id, inserted.c.created_at, sa.select(sa.func.count()).select_from(granted).scalar_subquery()
+        statement = select(
+            inserted.c.id, inserted.c.created_at, select(func.count()).select_from(granted).scalar_subquery()
         )
         try:
-            row = (await self.session.execute(statement)).one()
+            row = (await self.session.exec(statement)).one()
         except IntegrityError as exc:
             field = _UNIQUE_FIELDS.get(constraint_name(exc) or "")
             if field is None:
                 raise
             raise AlreadyRegisteredError(field) from exc
-        if row[2] != 1:
+        user_id, created_at, grants = row
+        if grants != 1:
             raise RoleMissingError(role)
-        return UserRecord(
-            id=row.id,
-            username=user.username,
-            email=user.email,
-            full_name=user.full_name,
-            is_active=True,
-            roles=[role],
-            created_at=row.created_at,
-        )
+        return UserRecord(user_id, user.username, user.email, user.full_name, True, [role], created_at)
 
     async def get(self, user_id: int) -> UserRecord | None:
         """The user with its roles, or None."""
-        row = (await self.session.execute(_with_roles().where(users.c.id == user_id))).one_or_none()
-        return _record(row) if row else None
+        row = (await self.session.exec(_BY_ID, params={"user_id": user_id})).one_or_none()
+        return _record(*row) if row else None
 
     async def find_credentials(self, identifier: str) -> tuple[UserRecord, str] | None:
         """The user whose username or email is `identifier` (ignoring case), with its password hash."""
-        wanted = sa.func.lower(identifier)
-        statement = (
-            _with_roles()
-            .add_columns(users.c.hashed_password)
-            .where(sa.or_(sa.func.lower(users.c.username) == wanted, sa.func.lower(users.c.email) == wanted))
-        )
-        row = (await self.session.execute(statement)).one_or_none()
-        return (_record(row), row.hashed_password) if row else None
+        row = (await self.session.exec(_CREDENTIALS, params={"identifier": identifier})).one_or_none()
+        if row is None:
+            return None
+        user, roles = row
+        return _record(user, roles), user.hashed_password
 
     async def page(self, *, role: str | None, offset: int, limit: int) -> tuple[list[UserRecord], int]:
         """Users by id, optionally only those holding `role`, and how many there are in all."""
-        condition = sa.true()
+        condition: ColumnElement[bool] = true()
         if role is not None:
             holders = (
-                sa.select(user_roles.c.user_id)
-                .join(roles, roles.c.id == user_roles.c.role_id)
-                .where(roles.c.name == role)
+                select(UserRoleLink.user_id)
+                .join(DBRole, col(DBRole.id) == col(UserRoleLink.role_id))
+                .where(col(DBRole.name) == role)
             )
-            condition = users.c.id.in_(holders)
-        total = (
-            await self.session.execute(sa.select(sa.func.count()).select_from(users).where(condition))
-        ).scalar_one()
-        statement = _with_roles().where(condition).order_by(users.c.id).offset(offset).limit(limit)
-        rows = (await self.session.execute(statement)).all()
-        return [_record(row) for row in rows], total
+            condition = col(DBUser.id).in_(holders)
+        total = (await self.session.exec(select(func.count()).select_from(DBUser).where(condition))).one()
+        statement = _WITH_ROLES.where(condition).order_by(col(DBUser.id)).offset(offset).limit(limit)
+        rows = (await self.session.exec(statement)).all()
+        return [_record(user, roles) for user, roles in rows], total
 
     async def grant(self, user_id: int, role_id: int) -> None:
         """Give the user the role; granting a role it holds already changes nothing."""
-        statement = insert(user_roles).values(user_id=user_id, role_id=role_id).on_conflict_do_nothing()
-        await self.session.execute(statement)
+        statement = insert(UserRoleLink).values(user_id=user_id, role_id=role_id).on_conflict_do_nothing()
+        await self.session.exec(statement)
 
     async def revoke(self, user_id: int, role_id: int) -> None:
-        statement = sa.delete(user_roles).where(user_roles.c.user_id == user_id, user_roles.c.role_id == role_id)
-        await self.session.execute(statement)
+        link = (col(UserRoleLink.user_id) == user_id, col(UserRoleLink.role_id) == role_id)
+        await self.session.exec(delete(UserRoleLink).where(*link))
 
     async def count_active_holders(self, role_id: int, *, excluding: int) -> int:
         """How many active users other than `excluding` hold the role."""
         statement = (
-            sa.select(sa.func.count())
-            .select_from(users.join(user_roles, user_roles.c.user_id == users.c.id))
-            .where(user_roles.c.role_id == role_id, users.c.is_active, users.c.id != excluding)
+            select(func.count())
+            .select_from(DBUser)
+            .join(UserRoleLink, col(UserRoleLink.user_id) == col(DBUser.id))
+            .where(col(UserRoleLink.role_id) == role_id, col(DBUser.is_active), col(DBUser.id) != excluding)
         )
-        return (await self.session.execute(statement)).scalar_one()
+        return (await self.session.exec(statement)).one()
 
     async def set_active(self, user_id: int, active: bool) -> None:
-        await self.session.execute(sa.update(users).where(users.c.id == user_id).values(is_active=active))
+        await self.session.exec(update(DBUser).where(col(DBUser.id) == user_id).values(is_active=active))
 
     async def set_password_hash(self, user_id: int, hashed_password: str) -> None:
-        await self.session.execute(
-            sa.update(users).where(users.c.id == user_id).values(hashed_password=hashed_password)
-        )
+        statement = update(DBUser).where(col(DBUser.id) == user_id).values(hashed_password=hashed_password)
+        await self.session.exec(statement)
 
 
-def _with_roles() -> sa.Select[tuple[Any, ...]]:
-    role_names = sa.func.array_agg(aggregate_order_by(roles.c.name, roles.c.name)).filter(roles.c.name.is_not(None))
-    return (
-        sa.select(
-            users.c.id,
-            users.c.username,
-            users.c.email,
-            users.c.full_name,
-            users.c.is_active,
-            users.c.created_at,
-            role_names.label("roles"),
-        )
-        .select_from(
-            users.outerjoin(user_roles, user_roles.c.user_id == users.c.id).outerjoin(
-                roles, roles.c.id == user_roles.c.role_id
-            )
-        )
-        .group_by(users.c.id)
-    )
+class ActiveUserLookup:
+    """The read every authenticated request makes: the active user behind a token, with its current roles.
+
+    Compiled once per process and run on the pooled asyncpg connection itself, outside a transaction: one prepared
+    statement and one round trip, no BEGIN/COMMIT and no ORM work for a read on the hot path.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        compiled = _ACTIVE_BY_ID.compile(dialect=engine.dialect)
+        if list(compiled.positiontup or ()) != ["user_id"]:
+            raise RuntimeError(f"expected one positional parameter, not {compiled.positiontup}")
+        self._sql = str(compiled)
+
+    async def __call__(self, user_id: int) -> UserRecord | None:
+        async with self.engine.connect() as connection:
+            raw = await connection.get_raw_connection()
+            driver: Any = raw.driver_connection
+            row = await driver.fetchrow(self._sql, user_id)
+        return _record(_Columns(row), row["roles"]) if row is not None else None
 
 
-def _record(row: sa.Row[Any]) -> UserRecord:
-    return UserRecord(
-        id=row.id,
-        username=row.username,
-        email=row.email,
-        full_name=row.full_name,
-        is_active=row.is_active,
-        roles=list(row.roles or []),
-        created_at=row.created_at,
-    )
+class _Columns:
+    """An asyncpg Record read by attribute, as `_record` reads a model."""
+
+    def __init__(self, record: Any) -> None:
+        self._record = record
+
+    def __getattr__(self, name: str) -> Any:
+        return self._record[name]

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import msgspec
 from argon2 import PasswordHasher
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.accounts import UserCreate
 from app.db.migrations import Revisions, require_ours_at_head

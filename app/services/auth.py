@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.errors import HashingOverloadedError
 from app.repositories.users import UserRecord, UserRepository
@@ -33,10 +34,3 @@ async def authenticate(
         async with sessions.begin() as session:
             await UserRepository(session).set_password_hash(user.id, fresh)
     return user
-
-
-async def load_user(sessions: async_sessionmaker[AsyncSession], user_id: int) -> UserRecord | None:
-    """The active user behind a token, with its current roles; None once deactivated or deleted."""
-    async with sessions.begin() as session:
-        user = await UserRepository(session).get(user_id)
-    return user if user is not None and user.is_active else None

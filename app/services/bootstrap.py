@@ -7,7 +7,8 @@ import threading
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.db.migrations import Revisions, alembic_config, require_head
 from app.services.seeder import RoleSeeder, SeedReport

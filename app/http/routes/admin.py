@@ -9,7 +9,7 @@ from litestar.di import NamedDependency
 from litestar.exceptions import PermissionDeniedException
 from litestar.params import FromPath, JSONBody, Parameter, PathParameter
 from litestar.security.jwt import Token
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.db.models import MAX_ID
 from app.errors import NotFoundError

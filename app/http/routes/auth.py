@@ -10,7 +10,8 @@ from litestar.exceptions import NotAuthorizedException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody
 from litestar.security.jwt import Token
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.http.auth import AccessTokens
 from app.http.schemas import AccessToken, LoginRequest, UserDetail, user_detail
