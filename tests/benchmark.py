@@ -6,7 +6,10 @@ Figures from one run on one machine, compared as ratios: these machines are shar
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import re
+import shutil
 import signal
 import socket
 import statistics
@@ -21,6 +24,7 @@ import psutil
 from argon2 import PasswordHasher
 
 from app.db.scratch import scratch_database
+from app.db.server import server_address
 from app.services.passwords import lower_thread_priority
 from app.settings import PROJECT_ROOT, Settings, get_settings
 
@@ -121,10 +125,11 @@ async def wait_healthy(base: str, process: psutil.Process | subprocess.Popen[byt
             await asyncio.sleep(0.1)
 
 
-async def measure(port: int, pid: int, settings: Settings) -> None:
+async def measure(port: int, pid: int, settings: Settings, database: str) -> None:
     base = f"http://127.0.0.1:{port}"
     await wait_healthy(base, psutil.Process(pid))
     async with httpx.AsyncClient(base_url=base, timeout=300) as client:
+        await me_against_the_floor(base, settings, database)
         await register_many(client, 8, "warm", concurrency=8)
         # Raw hashing measured just before and after the HTTP run, so both see the same machine.
         before = await asyncio.to_thread(raw_hash_rate, settings, 24)
@@ -158,6 +163,66 @@ async def measure(port: int, pid: int, settings: Settings) -> None:
         )
 
 
+WRK = ["-t2", "-c32", "-d8s", "--latency"]
+
+
+def wrk(url: str, token: str) -> tuple[float, float]:
+    """Requests per second and p99 latency (ms) of GET `url` with the bearer token, from wrk."""
+    program = shutil.which("wrk")
+    if program is None:
+        raise SystemExit("wrk is not installed: apt-get install wrk (an asyncio client saturates before the server)")
+    command = [program, *WRK, "-H", f"Authorization: Bearer {token}", url]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
+    value, unit = re.search(r"99%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
+    p99 = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    if " Non-2xx or 3xx responses" in out:
+        raise SystemExit(f"wrk saw failed requests on {url}:\n{out}")
+    return rps, p99
+
+
+async def me_against_the_floor(base: str, settings: Settings, database: str) -> None:
+    """GET /api/v1/me on the service against the reference app (JWTAuth + one asyncpg query), side by side."""
+    async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+        await client.post("/api/v1/register", json=sign_up(0, "reader"))
+        login = await client.post("/api/v1/login", json={"username": "reader0", "password": "benchmark password 0"})
+        token = login.json()["access_token"]
+    address = server_address(settings)
+    dsn = address.url(database, driver="asyncpg").set(drivername="postgresql").render_as_string(hide_password=False)
+    port = free_port()
+    reference = subprocess.Popen(
+        [sys.executable, "-m", "tests.reference_app", str(port), dsn, settings.jwt_secret.get_secret_value()],
+        cwd=PROJECT_ROOT,
+    )
+    try:
+        floor = f"http://127.0.0.1:{port}"
+        async with httpx.AsyncClient(base_url=floor, headers={"Authorization": f"Bearer {token}"}) as client:
+            deadline = time.monotonic() + 60
+            while True:
+                with contextlib.suppress(httpx.TransportError):
+                    if (await client.get("/api/v1/me")).status_code == 200:
+                        break
+                if time.monotonic() > deadline or reference.poll() is not None:
+                    raise SystemExit("the reference app did not start")
+                await asyncio.sleep(0.1)
+        runs: dict[str, list[tuple[float, float]]] = {"service": [], "reference": []}
+        for _ in range(2):  # interleaved, so both see the same machine
+            for name, url in (("service", base), ("reference", floor)):
+                runs[name].append(await asyncio.to_thread(wrk, f"{url}/api/v1/me", token))
+        best = {name: (max(r for r, _ in found), min(p for _, p in found)) for name, found in runs.items()}
+        for name, found in runs.items():
+            shown = ", ".join(f"{rps:.0f} rps p99 {p99:.1f} ms" for rps, p99 in found)
+            print(f"GET /api/v1/me, {name}: {shown}")
+        (rps, p99), (floor_rps, floor_p99) = best["service"], best["reference"]
+        print(
+            f"GET /api/v1/me against the floor (JWTAuth + one asyncpg query): {rps / floor_rps:.2f}x its rps "
+            f"(target >= 0.8), p99 {p99 / floor_p99:.2f}x its p99 (target <= 2)"
+        )
+    finally:
+        reference.terminate()
+        reference.wait(timeout=30)
+
+
 def main() -> None:
     settings = get_settings()
     with scratch_database(settings, "bench") as bench:
@@ -177,7 +242,7 @@ def main() -> None:
             stderr=subprocess.DEVNULL,
         )
         try:
-            asyncio.run(measure(port, server.pid, settings))
+            asyncio.run(measure(port, server.pid, settings, bench.api_db_name))
         finally:
             server.send_signal(signal.SIGINT)
             server.wait(timeout=30)

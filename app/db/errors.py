@@ -6,7 +6,9 @@ from typing import Any
 
 
 def driver_error(exc: BaseException) -> Any:
-    """asyncpg's own exception behind an SQLAlchemy error (its `sqlstate`, `constraint_name`, `detail`), or None."""
+    """asyncpg's own exception (its `sqlstate`, `constraint_name`, `detail`), under SQLAlchemy's wrapper or bare."""
+    if hasattr(exc, "sqlstate") and not hasattr(exc, "orig"):
+        return exc
     return getattr(getattr(exc, "orig", None), "__cause__", None)
 
 

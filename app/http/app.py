@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,7 +15,7 @@ from litestar.openapi import OpenAPIConfig
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.db.engine import create_api_engine
+from app.db.engine import create_api_engine, create_lookup_pool
 from app.db.provision import prepare_api_database
 from app.http.auth import RATE_LIMIT_STORE, AccessTokens, build_jwt_auth, rate_limit, rate_limit_store
 from app.http.dependencies import provide_engine, provide_hashing, provide_session, provide_sessions
@@ -30,7 +31,9 @@ from app.settings import Settings, get_settings
 
 logger = logging.getLogger("app")
 API_PREFIX = "/api/v1"
-API_HANDLERS = [register, login, me, list_users, get_user, grant, revoke, update_user]
+# Sign-up and login are throttled per client address; the other handlers do not pay for the rate limiter at all.
+THROTTLED_HANDLERS = [register, login]
+API_HANDLERS = [me, list_users, get_user, grant, revoke, update_user]
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -48,6 +51,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             pool_timeout=settings.db_pool_timeout,
         )
         hashing = None
+        lookup_pool = None
         try:
             report = await bootstrap_database(engine, settings)
             # `just serve` has reported this already; here it only matters when it changed something.
@@ -55,21 +59,35 @@ def create_app(settings: Settings | None = None) -> Litestar:
             # Measuring one hash takes a moment of CPU: keep it off the event loop.
             hashing = await asyncio.to_thread(PasswordHashing, settings)
             app.state.engine = engine
-            app.state.user_lookup = ActiveUserLookup(engine)
+            lookup_pool = await create_lookup_pool(address, settings)
+            app.state.user_lookup = ActiveUserLookup(lookup_pool, settings.db_pool_timeout)
             app.state.sessionmaker = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
             app.state.hashing = hashing
+            # What startup built lives as long as the process: the collector need not walk it on every cycle.
+            gc.collect()
+            gc.freeze()
             yield
         finally:
             if hashing is not None:
                 hashing.close()
+            if lookup_pool is not None:
+                await lookup_pool.close()
             await engine.dispose()
 
     jwt_auth = build_jwt_auth(settings)
     tokens = AccessTokens(jwt_auth)
     return Litestar(
-        route_handlers=[health, Router(API_PREFIX, route_handlers=API_HANDLERS)],
+        route_handlers=[
+            health,
+            Router(
+                API_PREFIX,
+                route_handlers=[
+                    Router("/", route_handlers=THROTTLED_HANDLERS, middleware=[rate_limit(settings).middleware]),
+                    *API_HANDLERS,
+                ],
+            ),
+        ],
         on_app_init=[jwt_auth.on_app_init],
-        middleware=[rate_limit(settings).middleware],
         stores={RATE_LIMIT_STORE: rate_limit_store(settings)},
         lifespan=[lifespan],
         dependencies={

@@ -21,7 +21,6 @@ from app.roles import RoleName
 from app.settings import Settings
 
 PUBLIC_PATHS = ["^/api/v1/login$", "^/api/v1/register$", "^/health$", "^/schema"]
-THROTTLED_PATHS = frozenset({"/api/v1/login", "/api/v1/register"})
 RATE_LIMIT_STORE = "rate_limit"
 
 
@@ -77,7 +76,6 @@ def rate_limit(settings: Settings) -> RateLimitConfig:
     """Sign-up and login attempts per client address and minute."""
     return RateLimitConfig(
         rate_limit=("minute", settings.rate_limit_per_minute),
-        check_throttle_handler=lambda request: request.url.path in THROTTLED_PATHS,
         store=RATE_LIMIT_STORE,
     )
 

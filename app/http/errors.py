@@ -7,6 +7,7 @@ import re
 import traceback
 from typing import Any
 
+import asyncpg
 import redis.exceptions
 import sqlalchemy.exc
 from litestar import MediaType, Request, Response
@@ -39,6 +40,9 @@ def error_response(status_code: int, detail: str, headers: dict[str, str] | None
 def database_is_unavailable(exc: BaseException) -> bool:
     """True for a lost or unreachable database or an exhausted pool; other database errors are bugs to see."""
     if isinstance(exc, OSError | sqlalchemy.exc.TimeoutError):
+        return True
+    # The authenticated read runs on asyncpg itself: its lost-connection errors are outages too.
+    if isinstance(exc, asyncpg.PostgresConnectionError | asyncpg.InterfaceError | asyncpg.CannotConnectNowError):
         return True
     if isinstance(exc, sqlalchemy.exc.DBAPIError):
         return exc.connection_invalidated or isinstance(
@@ -125,5 +129,7 @@ EXCEPTION_HANDLERS = {
     redis.exceptions.RedisError: on_rate_limit_store_error,
     TooManyRequestsException: on_rate_limited,
     sqlalchemy.exc.SQLAlchemyError: on_database_error,
+    asyncpg.PostgresError: on_database_error,
+    asyncpg.InterfaceError: on_database_error,
     OSError: on_database_error,
 }
