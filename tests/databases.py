@@ -12,12 +12,17 @@ from pathlib import Path
 
 import asyncpg
 import sqlalchemy as sa
+from alembic.config import Config
+from alembic.script import ScriptDirectory
 
+from app.db.migrations import ALEMBIC_INI
 from app.db.provision import connect, quote_ident
 from app.db.server import ServerAddress, start_embedded
 from app.settings import PROJECT_ROOT, Settings
 
 PREFIX = "bikerental_test"
+# The newest of the project's revisions: what a migrated database is at.
+HEAD = str(ScriptDirectory.from_config(Config(str(ALEMBIC_INI))).get_current_head())
 
 
 # The older server the backups must restore on too: PostgreSQL 15 from Debian's packages (.ci/run starts it).

@@ -145,16 +145,25 @@ async def people(client: Client, pg: Databases, api_db: str) -> dict[str, Any]:
     return {"ids": ids, "auth": {name: await log_in(client, name) for name in ids}}
 
 
-async def test_admin_lists_users_by_page_and_role(client: Client, people: dict[str, Any]) -> None:
-    admin = people["auth"]["root"]
-    first = (await client.get("/api/v1/users?page=1&page_size=2", headers=admin)).json()
-    assert (first["total"], first["page"], first["page_size"]) == (3, 1, 2)
+async def test_admin_lists_users_a_page_at_a_time_and_by_role(client: Client, people: dict[str, Any]) -> None:
+    admin, ids = people["auth"]["root"], people["ids"]
+    first = (await client.get("/api/v1/users?limit=2", headers=admin)).json()
     assert [u["username"] for u in first["items"]] == ["root", "mod"]
-    second = (await client.get("/api/v1/users?page=2&page_size=2", headers=admin)).json()
-    assert [u["username"] for u in second["items"]] == ["joe"]
+    assert first["next"] == ids["mod"]
+    second = (await client.get(f"/api/v1/users?limit=2&after={first['next']}", headers=admin)).json()
+    assert ([u["username"] for u in second["items"]], second["next"]) == (["joe"], None)
+    exactly = (await client.get("/api/v1/users?limit=3", headers=admin)).json()
+    assert (len(exactly["items"]), exactly["next"]) == (3, None)  # a full last page says it is the last
+    holders = (await client.get("/api/v1/users?role=user&limit=1", headers=admin)).json()
+    assert ([u["username"] for u in holders["items"]], holders["next"]) == (["root"], ids["root"])
+    holders = (await client.get(f"/api/v1/users?role=user&limit=5&after={ids['root']}", headers=admin)).json()
+    assert [u["username"] for u in holders["items"]] == ["mod", "joe"]
     admins = (await client.get("/api/v1/users?role=admin", headers=admin)).json()
-    assert [u["username"] for u in admins["items"]] == ["root"]
+    assert ([u["username"] for u in admins["items"]], admins["next"]) == (["root"], None)
+    assert (await client.get("/api/v1/users?role=nobody", headers=admin)).json() == {"items": [], "next": None}
     assert "hashed_password" not in str(first)
+    for bad in ("limit=0", "limit=101", "after=-1"):
+        assert (await client.get(f"/api/v1/users?{bad}", headers=admin)).status_code == 400
 
 
 async def test_moderator_lists_but_cannot_change_roles(client: Client, people: dict[str, Any]) -> None:
@@ -255,7 +264,7 @@ async def test_numbers_beyond_any_row_are_a_clear_400(client: Client, people: di
         await client.get(f"/api/v1/users/{too_big}", headers=admin),
         await client.put(f"/api/v1/users/{too_big}/roles/admin", headers=admin),
         await client.patch(f"/api/v1/users/{2**63}", json={"is_active": False}, headers=admin),
-        await client.get(f"/api/v1/users?page={10**18}", headers=admin),
+        await client.get(f"/api/v1/users?after={10**18}", headers=admin),
     ]:
         assert response.status_code == 400, response.text
         assert response.json()["status_code"] == 400

@@ -17,7 +17,10 @@ from app.db.restore import fit_for_server
 from app.db.server import embedded_bin_dir
 from app.errors import SetupError
 from app.settings import Settings
-from tests.databases import OLDER_SERVER_URL, Databases
+from tests.databases import HEAD, OLDER_SERVER_URL, Databases
+
+ALL_REVISIONS = ["0001", "0002", "0003"]
+BEFORE_HEAD = ALL_REVISIONS[-2]
 
 
 def add_user(pg: Databases, db: str, name: str) -> None:
@@ -56,7 +59,7 @@ def test_backup_names_the_database_time_and_revision(
     assert main(["backup"], settings=settings) == 0
     (name,) = archives(settings.backup_dir)
     assert name.startswith(f"{api_db}-")
-    assert name.endswith("-0002.dump")
+    assert name.endswith(f"-{HEAD}.dump")
     assert f"Backed up '{api_db}' to " in capsys.readouterr().out
 
 
@@ -67,24 +70,24 @@ def test_downgrade_backs_up_first_and_restore_brings_it_all_back(
     assert main(["downgrade"], settings=settings) == 0
     (taken,) = archives(settings.backup_dir)
     assert f"Backed up '{api_db}' to " in capsys.readouterr().out
-    assert version(pg, api_db) == ["0001"]
+    assert version(pg, api_db) == [BEFORE_HEAD]
     add_user(pg, api_db, "bob")
     pg.query(api_db, "CREATE TABLE analytics_notes (id int PRIMARY KEY)")  # not the API's: left alone
     assert main(["restore", "--yes"], settings=settings) == 0  # the newest archive
     out = capsys.readouterr().out
     assert f"Restored '{api_db}' from " in out
     assert f"{taken}." in out
-    assert f"API database '{api_db}': 0002 (head)" in out
-    assert version(pg, api_db) == ["0002"]
+    assert f"API database '{api_db}': {HEAD} (head)" in out
+    assert version(pg, api_db) == [HEAD]
     assert users(pg, api_db) == ["ann"]
-    assert {row[0] for row in pg.query(api_db, "SELECT revision FROM alembic_checksums")} == {"0001", "0002"}
+    assert {row[0] for row in pg.query(api_db, "SELECT revision FROM alembic_checksums")} == set(ALL_REVISIONS)
     assert pg.query(api_db, "SELECT to_regclass('analytics_notes') IS NOT NULL")[0][0]
     # The state before the restore was kept too: restoring the newest archive again undoes the restore.
     assert len(archives(settings.backup_dir)) == 2
     assert main(["restore", "--yes"], settings=settings) == 0
-    assert (version(pg, api_db), users(pg, api_db)) == (["0001"], ["ann", "bob"])
-    phone = "SELECT count(*) FROM information_schema.columns WHERE column_name = 'phone_number'"
-    assert pg.query(api_db, phone)[0][0] == 0  # exactly the schema of 0001, not 0002's with old rows
+    assert (version(pg, api_db), users(pg, api_db)) == ([BEFORE_HEAD], ["ann", "bob"])
+    old_index = "SELECT count(*) FROM pg_indexes WHERE indexname = 'ix_user_roles_role_id'"
+    assert pg.query(api_db, old_index)[0][0] == 1  # exactly the schema before head, not head's with old rows
 
 
 def test_a_failed_restore_changes_nothing(
@@ -113,7 +116,7 @@ def test_migrate_backs_up_only_a_database_with_rows_and_something_to_do(
     assert main(["downgrade"], settings=settings) == 0
     assert main(["migrate"], settings=settings) == 0
     assert main(["migrate"], settings=settings) == 0  # at head: nothing to back up for
-    assert [name.rsplit("-", 1)[1] for name in archives(tmp_path)] == ["0002.dump", "0001.dump"]
+    assert [name.rsplit("-", 1)[1] for name in archives(tmp_path)] == [f"{HEAD}.dump", f"{BEFORE_HEAD}.dump"]
     out = capsys.readouterr().out
     assert "before downgrading" in out
     assert "before migrating" in out
@@ -132,7 +135,7 @@ def test_a_failed_backup_stops_the_command_before_it_changes_anything(
         assert f"cannot keep backups in {not_a_folder}" in err
         assert "stopped before changing anything" in err
         assert "AUTO_BACKUP=false" in err
-    assert (version(pg, api_db), users(pg, api_db)) == (["0002"], ["ann"])
+    assert (version(pg, api_db), users(pg, api_db)) == ([HEAD], ["ann"])
 
 
 def test_only_the_newest_backups_are_kept(settings: Settings) -> None:
@@ -148,7 +151,7 @@ def test_automatic_backups_keep_only_backup_keep_archives(pg: Databases, setting
     assert main(["downgrade"], settings=settings) == 0
     assert main(["migrate"], settings=settings) == 0
     (kept,) = archives(settings.backup_dir)
-    assert kept.endswith("-0001.dump")  # the newest: taken before migrating
+    assert kept.endswith(f"-{BEFORE_HEAD}.dump")  # the newest: taken before migrating
 
 
 def test_restore_keeps_the_archive_it_restores_whatever_backup_keep_says(
@@ -273,7 +276,7 @@ def test_backup_change_restore_round_trip_on_every_supported_server(
         server.query(db, "UPDATE analytics_notes SET note = 'after'")
         assert main(["downgrade"], settings=settings) == 0
         assert main(["restore", "--yes", taken], settings=settings) == 0, capsys.readouterr().err
-        assert (version(server, db), users(server, db)) == (["0002"], ["ann"])
+        assert (version(server, db), users(server, db)) == ([HEAD], ["ann"])
         assert server.query(db, "SELECT note FROM analytics_notes")[0][0] == "after"  # left as it was
         add_user(server, db, "cy")  # the ids' sequence came back with the table
         assert [row[0] for row in server.query(db, "SELECT id FROM users ORDER BY id")] == [1, 2]

@@ -76,7 +76,8 @@ def test_restore_answered_no_restores_nothing(
 def test_history_lists_both_revisions_and_marks_the_head(pg: Databases, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["history"], settings=pg.settings(pg.new_name("never_created"))) == 0
     assert capsys.readouterr().out.splitlines() == [
-        "0001 -> 0002 (head), Add phone_number to users table",
+        "0002 -> 0003 (head), Index role holders by role, then user, for keyset pages",
+        "0001 -> 0002, Add phone_number to users table",
         "<base> -> 0001, Initial schema with users and roles tables",
     ]
 

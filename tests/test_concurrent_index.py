@@ -18,7 +18,7 @@ from app.db.engine import MIGRATION_APPLICATION_NAME
 from app.db.lint import ADVICE
 from app.db.migration_lock import MIGRATION_LOCK_KEY
 from app.db.migrations import VERSIONS_DIR, alembic_config
-from tests.databases import Databases
+from tests.databases import HEAD, Databases
 
 INDEX = "ix_users_full_name"
 
@@ -33,8 +33,8 @@ CONCURRENT_INDEX_REVISION = f'''"""Index users by full name."""
 
 from alembic import op
 
-revision = "0003"
-down_revision = "0002"
+revision = "0900"
+down_revision = "{HEAD}"
 
 
 def upgrade() -> None:
@@ -56,7 +56,7 @@ START_SERVICE = (
 @pytest.fixture
 def project(project_copy: Path) -> Path:
     """A copy of the project with one more revision: a concurrent index build."""
-    (project_copy / "alembic" / "versions" / "0003_index_users_by_full_name.py").write_text(CONCURRENT_INDEX_REVISION)
+    (project_copy / "alembic" / "versions" / "0900_index_users_by_full_name.py").write_text(CONCURRENT_INDEX_REVISION)
     return project_copy
 
 
@@ -91,7 +91,7 @@ def test_the_lints_advice_runs_on_every_path(pg: Databases, empty_db: str, proje
         assert result.returncode == 0, f"{args}: {result.stderr}"
         assert "Traceback" not in result.stderr
         assert index_state(pg, empty_db) == expected, args
-    assert version(pg, empty_db) == ["0003"]
+    assert version(pg, empty_db) == ["0900"]
 
 
 def test_migrations_started_together_take_turns(
@@ -125,7 +125,7 @@ def test_migrations_started_together_take_turns(
             process.kill()
             process.wait()
     assert index_state(pg, api_db) == "valid"
-    assert version(pg, api_db) == ["0003"]
+    assert version(pg, api_db) == ["0900"]
     # A `just migrate` backs up when it has work to do: only the first one can (and alembic and startup never do).
     assert len(list((project / "backups").glob("*.dump"))) <= 1
 
@@ -166,7 +166,7 @@ def test_a_stopped_build_is_reported_then_rebuilt(
     assert "the index it was building is left INVALID, and the next `just migrate` rebuilds it" in failed.stderr
     assert "Traceback" not in failed.stderr
     assert index_state(pg, api_db) == "INVALID"
-    assert version(pg, api_db) == ["0002"]
+    assert version(pg, api_db) == [HEAD]
     open_write.rollback()
 
     said = f"index {INDEX} on table users is INVALID: a concurrent build stopped before it finished"
@@ -182,7 +182,7 @@ def test_a_stopped_build_is_reported_then_rebuilt(
     assert migrated.returncode == 0, migrated.stderr
     assert f'Running REINDEX INDEX CONCURRENTLY "{INDEX}"' in migrated.stderr
     assert index_state(pg, api_db) == "valid"
-    assert version(pg, api_db) == ["0003"]
+    assert version(pg, api_db) == ["0900"]
     assert said not in run(project, pg, api_db, "-m", "app", "current").stderr
 
 
@@ -193,8 +193,8 @@ def test_time_outs_hold_inside_an_autocommit_block(pg: Databases, api_db: str, t
         "CREATE TABLE {name} AS "
         "SELECT current_setting('lock_timeout') AS lock, current_setting('statement_timeout') AS statement"
     )
-    (versions / "0003_probe.py").write_text(
-        'from alembic import op\n\nrevision = "0003"\ndown_revision = "0002"\n\n\n'
+    (versions / "0900_probe.py").write_text(
+        f'from alembic import op\n\nrevision = "0900"\ndown_revision = "{HEAD}"\n\n\n'
         "def upgrade() -> None:\n"
         f"    op.execute({probe.format(name='before')!r})\n"
         "    with op.get_context().autocommit_block():\n"

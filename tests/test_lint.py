@@ -20,8 +20,8 @@ REVISION = '''"""{message}"""
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003"
-down_revision = "0002"
+revision = "0900"
+down_revision = "0003"
 
 
 def upgrade() -> None:
@@ -37,7 +37,7 @@ def with_third_revision(pg: Databases, tmp_path: Path, body: str) -> Config:
     """The project's revisions plus a third one whose upgrade is `body`, in a folder of the test's own."""
     versions = tmp_path / "versions"
     shutil.copytree(VERSIONS_DIR, versions, ignore=shutil.ignore_patterns("__pycache__"))
-    (versions / "0003_third.py").write_text(REVISION.format(message="A third revision", body=body))
+    (versions / "0900_third.py").write_text(REVISION.format(message="A third revision", body=body))
     config = alembic_config(pg.settings(pg.new_name("never_created")), configure_logging=False)
     config.set_main_option("version_locations", str(versions))
     return config
@@ -46,14 +46,14 @@ def with_third_revision(pg: Databases, tmp_path: Path, body: str) -> Config:
 def lint(pg: Databases, tmp_path: Path, body: str) -> list[tuple[str, str]]:
     """The (revision, rule) of each finding."""
     revisions, findings = lint_migrations(with_third_revision(pg, tmp_path, body))
-    assert [r.revision for r in revisions] == ["0001", "0002", "0003"]
+    assert [r.revision for r in revisions] == ["0001", "0002", "0003", "0900"]
     return [(f.revision.revision, f.rule) for f in findings]
 
 
 def test_the_projects_revisions_pass(pg: Databases, capsys: pytest.CaptureFixture[str]) -> None:
     # No database is needed: the SQL is rendered offline.
     assert main(["lint-migrations"], settings=pg.settings(pg.new_name("never_created"))) == 0
-    assert "2 revisions linted with squawk" in capsys.readouterr().out
+    assert "3 revisions linted with squawk" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
@@ -71,10 +71,10 @@ def test_the_projects_revisions_pass(pg: Databases, capsys: pytest.CaptureFixtur
     ids=["index", "not-null", "type", "drop", "rename"],
 )
 def test_a_dangerous_revision_fails(pg: Databases, tmp_path: Path, body: str, rule: str) -> None:
-    # `users` was created by 0001: linting 0003's SQL on its own sees that it already exists.
+    # `users` was created by 0001: linting 0900's SQL on its own sees that it already exists.
     findings = lint(pg, tmp_path, body)
-    assert ("0003", rule) in findings
-    assert {revision for revision, _ in findings} == {"0003"}
+    assert ("0900", rule) in findings
+    assert {revision for revision, _ in findings} == {"0900"}
 
 
 def test_lint_migrations_command_fails_on_a_dangerous_revision(
@@ -84,7 +84,7 @@ def test_lint_migrations_command_fails_on_a_dangerous_revision(
     monkeypatch.setattr("app.cli.schema.cli_config", lambda settings: config)
     assert main(["lint-migrations"], settings=pg.settings(pg.new_name("never_created"))) == 1
     said = capsys.readouterr()
-    assert "0003_third.py: ban-drop-column: " in said.out
+    assert "0900_third.py: ban-drop-column: " in said.out
     assert "error: 1 finding(s) in the migrations" in said.err
 
 
@@ -100,7 +100,7 @@ def test_a_finding_names_the_file_the_rule_and_the_way_out(pg: Databases, tmp_pa
     body = '    op.add_column("users", sa.Column("nickname", sa.String(20), nullable=False))'
     (finding,) = lint_migrations(with_third_revision(pg, tmp_path, body))[1]
     said = str(finding)
-    assert said.startswith(f"{tmp_path / 'versions' / '0003_third.py'}: adding-required-field: ")
+    assert said.startswith(f"{tmp_path / 'versions' / '0900_third.py'}: adding-required-field: ")
     assert "SQL: ALTER TABLE users ADD COLUMN nickname VARCHAR(20) NOT NULL;" in said
     assert "way out: two steps, as the guide says: add the column nullable" in said
 

@@ -17,7 +17,7 @@ from app.cli import main
 from app.db.migration_lock import MIGRATION_LOCK_KEY
 from app.db.migrations import VERSIONS_DIR, alembic_config
 from app.db.timeouts import MigrationTimeoutError
-from tests.databases import Databases
+from tests.databases import HEAD, Databases
 
 
 @pytest.fixture
@@ -72,7 +72,7 @@ def test_migrate_behind_a_held_lock_fails_fast_and_changes_nothing(
     assert schema_state(pg, at_0001) == before
     # Once the other transaction is gone, the same command goes through.
     assert main(["migrate"], settings=settings) == 0
-    assert schema_state(pg, at_0001)[0] == ["0002"]
+    assert schema_state(pg, at_0001)[0] == [HEAD]
 
 
 def test_waiting_for_another_migration_is_not_cut_by_lock_timeout(
@@ -99,15 +99,15 @@ def test_waiting_for_another_migration_is_not_cut_by_lock_timeout(
         other_session.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY})
         migrating.join(timeout=60)
     assert result == [0]
-    assert schema_state(pg, at_0001)[0] == ["0002"]
+    assert schema_state(pg, at_0001)[0] == [HEAD]
 
 
 def test_a_statement_running_too_long_is_cancelled(pg: Databases, api_db: str, tmp_path: Path) -> None:
     versions = tmp_path / "versions"
     shutil.copytree(VERSIONS_DIR, versions, ignore=shutil.ignore_patterns("__pycache__"))
     slow = "UPDATE users SET full_name = full_name WHERE pg_sleep(30) IS NOT NULL"
-    (versions / "0003_slow.py").write_text(
-        f'from alembic import op\n\nrevision = "0003"\ndown_revision = "0002"\n\n\n'
+    (versions / "0900_slow.py").write_text(
+        f'from alembic import op\n\nrevision = "0900"\ndown_revision = "{HEAD}"\n\n\n'
         f"def upgrade() -> None:\n    op.execute({slow!r})\n"
     )
     config = alembic_config(pg.settings(api_db, migration_statement_timeout=0.3), configure_logging=False)
@@ -117,4 +117,4 @@ def test_a_statement_running_too_long_is_cancelled(pg: Databases, api_db: str, t
     with pytest.raises(MigrationTimeoutError, match=r"statement on table users ran longer than 0.3 s"):
         command.upgrade(config, "head")
     assert time.monotonic() - started < 10
-    assert schema_state(pg, api_db)[0] == ["0002"]
+    assert schema_state(pg, api_db)[0] == [HEAD]

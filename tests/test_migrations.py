@@ -18,7 +18,7 @@ from sqlmodel import SQLModel
 from app.cli import main
 from app.db.migrations import Revisions, alembic_config
 from app.settings import PROJECT_ROOT
-from tests.databases import Databases, run_app
+from tests.databases import HEAD, Databases, run_app
 
 API_TABLES = {"users", "roles", "user_roles"}
 
@@ -49,6 +49,9 @@ SAMPLE_ROWS = {
     "0002": [
         "INSERT INTO users (username, email, hashed_password, phone_number) "
         "VALUES ('bob', 'bob@example.com', 'x', '+41 79 123 45 67')",
+    ],
+    "0003": [
+        "INSERT INTO user_roles SELECT users.id, roles.id FROM users, roles WHERE username = 'bob' AND name = 'rider'",
     ],
 }
 SCHEMA = """
@@ -131,7 +134,7 @@ def test_migrations_from_several_processes_at_once(pg: Databases, empty_db: str)
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(lambda _: run_app(["migrate"], env), range(4)))
     assert [r.returncode for r in results] == [0, 0, 0, 0], [r.stderr for r in results]
-    assert version(pg, empty_db) == ["0002"]
+    assert version(pg, empty_db) == [HEAD]
     assert tables(pg, empty_db) >= API_TABLES
     # Exactly one process ran the migrations; the others found the database at head after the lock.
     assert sum("Running upgrade  -> 0001" in r.stderr for r in results) == 1
@@ -143,8 +146,8 @@ def test_plain_alembic_commands_work(pg: Databases, empty_db: str) -> None:
     up = subprocess.run([*alembic, "upgrade", "head"], env=env, cwd=PROJECT_ROOT, capture_output=True, text=True)
     assert up.returncode == 0, up.stderr
     current = subprocess.run([*alembic, "current"], env=env, cwd=PROJECT_ROOT, capture_output=True, text=True)
-    assert "0002 (head)" in current.stdout
-    assert version(pg, empty_db) == ["0002"]
+    assert f"{HEAD} (head)" in current.stdout
+    assert version(pg, empty_db) == [HEAD]
 
 
 def test_sql_prints_the_upgrade_without_a_database(pg: Databases) -> None:
@@ -161,7 +164,7 @@ def test_migrate_creates_a_missing_database(pg: Databases) -> None:
     name = pg.new_name("created")
     try:
         assert main(["migrate"], settings=pg.settings(name)) == 0
-        assert version(pg, name) == ["0002"]
+        assert version(pg, name) == [HEAD]
     finally:
         pg.drop(name)
 
@@ -193,7 +196,7 @@ def test_revision_without_a_message_is_refused(pg: Databases, api_db: str, tmp_p
 
 def test_current_says_where_the_database_stands(pg: Databases, empty_db: str, api_db: str) -> None:
     assert "run `just migrate`" in run_app(["current"], pg.env(empty_db)).stdout
-    assert f"API database '{api_db}': 0002 (head)" in run_app(["current"], pg.env(api_db)).stdout
+    assert f"API database '{api_db}': {HEAD} (head)" in run_app(["current"], pg.env(api_db)).stdout
 
 
 def test_a_generated_revision_passes_the_projects_checks_as_written(

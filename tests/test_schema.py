@@ -6,6 +6,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.repositories.roles import RoleRepository
 from app.repositories.users import NewUser, UserRepository
 from tests.databases import Databases
 
@@ -27,7 +28,7 @@ async def test_every_constraint_and_index_has_its_conventional_name(pg: Database
         "uq_users_email_lower",
         "fk_user_roles_user_id_users",
         "fk_user_roles_role_id_roles",
-        "ix_user_roles_role_id",
+        "ix_user_roles_role_id_user_id",
     }
 
 
@@ -53,7 +54,7 @@ async def test_timestamps_are_set_by_the_database_and_updated_on_change(pg: Data
     try:
         async with AsyncSession(engine) as session, session.begin():
             users = UserRepository(session)
-            await session.execute(sa.text("INSERT INTO roles (name, description) VALUES ('user', '')"))
+            await RoleRepository(session).insert_missing({"user": ""})
             created = await users.create_with_role(NewUser("ann", "ann@x.io", None, "h"), "user")
         async with AsyncSession(engine) as session, session.begin():
             await UserRepository(session).set_active(created.id, False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from tests.databases import Databases, run_app
+from tests.databases import HEAD, Databases, run_app
 
 
 def roles(pg: Databases, db: str) -> list[tuple[str, str]]:
@@ -41,5 +41,5 @@ def test_seed_on_an_unmigrated_database_asks_for_migrate(pg: Databases, empty_db
 def test_init_migrates_and_seeds(pg: Databases, empty_db: str) -> None:
     result = run_app(["init"], pg.env(empty_db))
     assert result.returncode == 0, result.stderr
-    assert "0002 (head)" in result.stdout
+    assert f"{HEAD} (head)" in result.stdout
     assert len(roles(pg, empty_db)) == 3

@@ -13,7 +13,7 @@ import pytest
 
 from app.db.provision import connect
 from app.db.server import ServerAddress, embedded_bin_dir, start_embedded, stop_embedded
-from tests.databases import Databases, run_app
+from tests.databases import HEAD, Databases, run_app
 
 PASSWORD = "p@ss:w/rd"
 
@@ -64,7 +64,7 @@ def test_commands_on_a_configured_server_with_password(pg: Databases, scram_serv
         result = run_app(args, env)
         assert result.returncode == 0, result.stderr
         assert "p@ss:w/rd" not in result.stdout + result.stderr
-    assert "0002 (head)" in result.stdout
+    assert f"{HEAD} (head)" in result.stdout
     assert "p@ss:w/rd" not in result.stdout + result.stderr
 
 
@@ -93,7 +93,7 @@ def test_embedded_server_starts_on_demand_and_stops(tmp_path: Path, pg: Database
         result = run_app(["init"], env)
         assert result.returncode == 0, result.stderr
         pid = int((data_dir / "postmaster.pid").read_text().split()[0])
-        assert run_app(["current"], env).stdout.strip() == "API database 'bikerental_api': 0002 (head)"
+        assert run_app(["current"], env).stdout.strip() == f"API database 'bikerental_api': {HEAD} (head)"
         assert int((data_dir / "postmaster.pid").read_text().split()[0]) == pid  # reused, not restarted
         stopped = run_app(["db-stop"], env)
         assert stopped.stdout.strip() == "Embedded PostgreSQL stopped."

@@ -20,7 +20,7 @@ from app.db.server import start_embedded, stop_embedded
 from app.http.app import create_app
 from app.settings import PROJECT_ROOT, Settings
 from tests.conftest import FAST_HASHING
-from tests.databases import Databases
+from tests.databases import HEAD, Databases
 from tests.live_server import live_server
 
 SIGN_UP = {"username": "rider", "email": "rider@example.com", "password": "secret123"}
@@ -122,7 +122,7 @@ async def test_startup_without_migrating_refuses_a_database_behind_head(pg: Data
     with pytest.raises(BaseException) as refused:  # noqa: PT011  (the test client wraps it in a group)
         async with AsyncTestClient(create_app(settings)):
             pass
-    assert "is at no revision, not at the newest migration (0002); run `just migrate`" in "".join(
+    assert f"is at no revision, not at the newest migration ({HEAD}); run `just migrate`" in "".join(
         traceback.format_exception(refused.value)
     )
     assert await pg.fetch(empty_db, "SELECT 1 FROM information_schema.tables WHERE table_name = 'users'") == []
@@ -163,7 +163,7 @@ async def test_three_services_started_at_once_on_one_database(pg: Databases, emp
     said = "\n".join(outputs)
     assert "Traceback" not in said
     assert "secret123" not in said
-    assert [r[0] for r in await pg.fetch(empty_db, "SELECT version_num FROM alembic_version")] == ["0002"]
+    assert [r[0] for r in await pg.fetch(empty_db, "SELECT version_num FROM alembic_version")] == [HEAD]
     assert sorted(r[0] for r in await pg.fetch(empty_db, "SELECT name FROM roles")) == ["admin", "moderator", "user"]
 
 
@@ -185,5 +185,5 @@ def test_serve_refuses_a_database_behind_head_in_one_line(pg: Databases, empty_d
         [sys.executable, "-m", "app", "serve"], env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 1
-    assert "not at the newest migration (0002); run `just migrate` first" in result.stderr
+    assert f"not at the newest migration ({HEAD}); run `just migrate` first" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout

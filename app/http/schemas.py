@@ -37,10 +37,10 @@ class UserDetail(UserRead):
 
 
 class UserPage(msgspec.Struct):
+    """One page of users, by id."""
+
     items: list[UserDetail]
-    total: int
-    page: int
-    page_size: int
+    next: Annotated[int | None, Meta(description="`after` for the next page; null on the last page")]
 
 
 class UserUpdate(msgspec.Struct, forbid_unknown_fields=True):

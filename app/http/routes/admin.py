@@ -15,6 +15,7 @@ from app.db.models import MAX_ID
 from app.errors import NotFoundError
 from app.http.auth import require_role
 from app.http.schemas import UserDetail, UserPage, UserUpdate, user_detail
+from app.repositories.roles import RoleRepository
 from app.repositories.users import UserRecord, UserRepository
 from app.roles import RoleName
 from app.services.roles import grant_role, revoke_role, set_active
@@ -24,20 +25,23 @@ admins = [require_role(RoleName.ADMIN)]
 staff = [require_role(RoleName.ADMIN, RoleName.MODERATOR)]
 Session = NamedDependency[AsyncSession]
 UserId = Annotated[int, PathParameter(ge=1, le=MAX_ID, description="the user's id")]
-# Far beyond any real listing; it keeps the offset a number PostgreSQL accepts.
-MAX_PAGE = 1_000_000
 
 
 @get("/users", summary="List users", guards=staff)
 async def list_users(
     session: Session,
     role: Annotated[str | None, Parameter(description="only users holding this role")] = None,
-    page: Annotated[int, Parameter(ge=1, le=MAX_PAGE)] = 1,
-    page_size: Annotated[int, Parameter(ge=1, le=100)] = 20,
+    after: Annotated[
+        int, Parameter(ge=0, le=MAX_ID, description="the `next` of the previous page; 0 (the default) for the first")
+    ] = 0,
+    limit: Annotated[int, Parameter(ge=1, le=100, description="users per page")] = 20,
 ) -> UserPage:
-    """Users by id, a page at a time (admins and moderators)."""
-    users, total = await UserRepository(session).page(role=role, offset=(page - 1) * page_size, limit=page_size)
-    return UserPage(items=[user_detail(user) for user in users], total=total, page=page, page_size=page_size)
+    """Users by id, a page at a time (admins and moderators): follow `next` until it is null."""
+    role_id = await RoleRepository(session).id_of(role) if role is not None else None
+    if role is not None and role_id is None:
+        return UserPage(items=[], next=None)  # nobody holds a role that does not exist
+    users, next_after = await UserRepository(session).page(after=after, limit=limit, role_id=role_id)
+    return UserPage(items=[user_detail(user) for user in users], next=next_after)
 
 
 @get("/users/{user_id:int}", summary="A user")
