@@ -23,8 +23,8 @@ import sqlalchemy as sa
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from app.cli.mlflow import backend_store_uri, mlflow_address
 from app.db.server import embedded_bin_dir
-from app.mlflow_server import backend_store_uri, mlflow_address
 from app.settings import PROJECT_ROOT, Settings
 from tests.conftest import FAST_HASHING, mlflow_db_upgrade
 from tests.databases import Databases, run_app

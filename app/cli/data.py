@@ -11,7 +11,7 @@ import sys
 import sqlalchemy as sa
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.cli.schema import backup_first, cli_config, cmd_migrate, print_current
+from app.cli.schema import backup_first, cli_config, migrate, print_current
 from app.db.backup import backup_now
 from app.db.engine import api_connection
 from app.db.migration_lock import run_locked
@@ -44,7 +44,7 @@ def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
-    cmd_migrate(argparse.Namespace(revision="head"), settings)
+    migrate(settings, "head")
     return cmd_seed(args, settings)
 
 

@@ -105,11 +105,16 @@ def change_schema(settings: Settings, action: str, change: Callable[[Config], ob
     run_locked(settings, action, locked)
 
 
-def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+def migrate(settings: Settings, revision: str) -> None:
+    """`just migrate`: back up, rebuild INVALID indexes, upgrade to `revision`, say where the database stands."""
     show_migration_steps()
-    heads = Revisions(cli_config(settings)).heads if args.revision in {"head", "heads"} else None
-    change_schema(settings, "migrating", lambda config: command.upgrade(config, args.revision), unless_at=heads)
+    heads = Revisions(cli_config(settings)).heads if revision in {"head", "heads"} else None
+    change_schema(settings, "migrating", lambda config: command.upgrade(config, revision), unless_at=heads)
     print_current(settings)
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    migrate(settings, args.revision)
     return 0
 
 

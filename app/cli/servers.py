@@ -6,9 +6,9 @@ import argparse
 import asyncio
 import os
 
+from app.cli.mlflow import run_mlflow_server
 from app.db.provision import prepare_api_database
 from app.db.server import embedded_bin_dir, stop_embedded
-from app.mlflow_server import run_mlflow_server
 from app.settings import Settings
 
 
@@ -30,7 +30,7 @@ def cmd_db_stop(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from app.http.serve import serve  # the web stack loads only for this command
+    from app.cli.serve import serve  # the web stack loads only for this command
 
     serve(settings)
     return 0

@@ -36,8 +36,11 @@ THROTTLED_HANDLERS = [register, login]
 API_HANDLERS = [me, list_users, get_user, grant, revoke, update_user]
 
 
-def create_app(settings: Settings | None = None) -> Litestar:
-    """The service; reads the settings once when none are given."""
+def create_app(settings: Settings | None = None, *, bootstrapped: bool = False) -> Litestar:
+    """The service; reads the settings once when none are given.
+
+    Its startup migrates and seeds, unless the runner did that already (`bootstrapped`, as `just serve` does).
+    """
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -53,9 +56,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         hashing = None
         lookup_pool = None
         try:
-            report = await bootstrap_database(engine, settings)
-            # `just serve` has reported this already; here it only matters when it changed something.
-            logger.log(logging.INFO if report.created else logging.DEBUG, "%s", report.summary())
+            if not bootstrapped:
+                report = await bootstrap_database(engine, settings)
+                logger.log(logging.INFO if report.created else logging.DEBUG, "%s", report.summary())
             # Measuring one hash takes a moment of CPU: keep it off the event loop.
             hashing = await asyncio.to_thread(PasswordHashing, settings)
             app.state.engine = engine

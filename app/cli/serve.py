@@ -40,7 +40,7 @@ def serve(settings: Settings) -> None:
         logger.warning("Tokens are signed with the example JWT_SECRET: set your own before others can reach this")
     try:
         uvicorn.run(
-            create_app(settings),
+            create_app(settings, bootstrapped=True),
             host=settings.api_host,
             port=settings.api_port,
             loop="uvloop",
