@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 
@@ -38,9 +39,13 @@ def serve(settings: Settings) -> None:
     logger.info("%s", asyncio.run(_prepare(settings)))
     if settings.uses_example_secret:
         logger.warning("Tokens are signed with the example JWT_SECRET: set your own before others can reach this")
+    app = create_app(settings, bootstrapped=True)
+    # What the process loaded lives as long as it does: the collector need not walk it on every request's cycle.
+    gc.collect()
+    gc.freeze()
     try:
         uvicorn.run(
-            create_app(settings, bootstrapped=True),
+            app,
             host=settings.api_host,
             port=settings.api_port,
             loop="uvloop",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -66,9 +65,6 @@ def create_app(settings: Settings | None = None, *, bootstrapped: bool = False) 
             app.state.user_lookup = ActiveUserLookup(lookup_pool, settings.db_pool_timeout)
             app.state.sessionmaker = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
             app.state.hashing = hashing
-            # What startup built lives as long as the process: the collector need not walk it on every cycle.
-            gc.collect()
-            gc.freeze()
             yield
         finally:
             if hashing is not None:
