@@ -10,6 +10,7 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 
 from app.cli import main
+from app.cli.context import CommandContext
 from app.db.lint import SQUAWK_CONFIG, lint_migrations, render_upgrade_sql, squawk_findings
 from app.db.migrations import VERSIONS_DIR, alembic_config
 from app.errors import SetupError
@@ -81,7 +82,7 @@ def test_lint_migrations_command_fails_on_a_dangerous_revision(
     pg: Databases, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = with_third_revision(pg, tmp_path, '    op.drop_column("users", "phone_number")')
-    monkeypatch.setattr("app.cli.schema.cli_config", lambda settings: config)
+    monkeypatch.setattr(CommandContext, "alembic", lambda self: config)
     assert main(["lint-migrations"], settings=pg.settings(pg.new_name("never_created"))) == 1
     said = capsys.readouterr()
     assert "0900_third.py: ban-drop-column: " in said.out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -10,6 +11,7 @@ from collections.abc import Callable, Sequence
 from alembic.util import CommandError
 from pydantic import ValidationError
 
+from app.cli.context import CommandContext
 from app.cli.data import cmd_backup, cmd_create_admin, cmd_init, cmd_reset, cmd_restore, cmd_seed
 from app.cli.schema import (
     cmd_check,
@@ -24,7 +26,7 @@ from app.cli.schema import (
 from app.cli.servers import cmd_db_stop, cmd_mlflow, cmd_psql, cmd_serve
 from app.settings import Settings, get_settings
 
-Handler = Callable[[argparse.Namespace, Settings], int]
+Handler = Callable[[argparse.Namespace, CommandContext], int]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,7 +83,9 @@ def main(argv: Sequence[str] | None = None, *, settings: Settings | None = None)
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         handler: Handler = args.handler
-        return handler(args, settings or get_settings())
+        # One event loop for the command's database work, closed when it ends.
+        with asyncio.Runner() as runner:
+            return handler(args, CommandContext(settings or get_settings(), runner))
     except ValidationError as exc:
         for error in exc.errors():
             where = ".".join(str(part) for part in error["loc"]).upper()

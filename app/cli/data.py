@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import os
 import sys
@@ -11,11 +10,11 @@ import sys
 import sqlalchemy as sa
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.cli.schema import backup_first, cli_config, migrate, print_current
+from app.cli.context import CommandContext
+from app.cli.schema import backup_first, migrate, print_current
 from app.db.backup import backup_now
 from app.db.engine import api_connection
 from app.db.migration_lock import run_locked
-from app.db.migrations import Revisions
 from app.db.reset import drop_api_tables
 from app.db.restore import choose_archive, read_archive, restore_archive
 from app.errors import SetupError
@@ -32,47 +31,50 @@ def confirmed(question: str, what: str, how_to_skip: str) -> bool:
     return input(f"{question} [y/N] ").strip().lower() in {"y", "yes"}
 
 
-def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
-    seeder = RoleSeeder(Revisions(cli_config(settings)), settings.api_db_schema)
+def cmd_seed(args: argparse.Namespace, ctx: CommandContext) -> int:
+    seeder = RoleSeeder(ctx.revisions, ctx.settings.api_db_schema)
 
     async def seed() -> str:
-        async with api_connection(settings) as connection:
+        async with api_connection(ctx.settings) as connection:
             return (await seeder.run(AsyncSession(bind=connection))).summary()
 
-    print(asyncio.run(seed()))
+    print(ctx.run(seed()))
     return 0
 
 
-def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
-    migrate(settings, "head")
-    return cmd_seed(args, settings)
+def cmd_init(args: argparse.Namespace, ctx: CommandContext) -> int:
+    migrate(ctx, "head")
+    return cmd_seed(args, ctx)
 
 
-def cmd_reset(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_reset(args: argparse.Namespace, ctx: CommandContext) -> int:
+    settings = ctx.settings
     name = settings.api_db_name
     question = f"Drop the API's tables (users, roles, user_roles and Alembic's) from '{name}'?"
     if not args.yes and not confirmed(question, "reset drops the API's tables", "run `just reset --yes`"):
         print("Nothing dropped.")
         return 1
-    known = Revisions(cli_config(settings)).known
 
     def reset(connection: sa.Connection) -> list[str]:
-        backup_first(connection, settings, "resetting")
-        return drop_api_tables(connection, known, settings)
+        backup_first(connection, ctx, "resetting")
+        return drop_api_tables(connection, ctx.revisions.known, settings)
 
-    dropped = run_locked(settings, "reset", reset)
+    dropped = ctx.run(run_locked(settings, "reset", reset))
     print(f"Dropped from '{name}': {', '.join(dropped) or 'nothing (no API tables)'}. Run `just init` to rebuild.")
     return 0
 
 
-def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
-    known = Revisions(cli_config(settings)).known
-    path = run_locked(settings, "backup", lambda connection: backup_now(connection, settings, known))
+def cmd_backup(args: argparse.Namespace, ctx: CommandContext) -> int:
+    settings = ctx.settings
+    path = ctx.run(
+        run_locked(settings, "backup", lambda connection: backup_now(connection, settings, ctx.revisions.known))
+    )
     print(f"Backed up '{settings.api_db_name}' to {os.path.relpath(path)}.")
     return 0
 
 
-def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_restore(args: argparse.Namespace, ctx: CommandContext) -> int:
+    settings = ctx.settings
     name = settings.api_db_name
     archive = read_archive(choose_archive(settings, args.file), settings)
     shown = os.path.relpath(archive.path)
@@ -80,15 +82,14 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
     if not args.yes and not confirmed(question, f"restore replaces the API's tables in '{name}'", "add --yes"):
         print("Nothing restored.")
         return 1
-    known = Revisions(cli_config(settings)).known
 
     def restore(connection: sa.Connection) -> None:
-        backup_first(connection, settings, "restoring", spare=archive.path)
-        restore_archive(connection, settings, archive, known)
+        backup_first(connection, ctx, "restoring", spare=archive.path)
+        restore_archive(connection, settings, archive, ctx.revisions.known)
 
-    run_locked(settings, "restore", restore)
+    ctx.run(run_locked(settings, "restore", restore))
     print(f"Restored '{name}' from {shown}.")
-    print_current(settings)
+    print_current(ctx)
     return 0
 
 
@@ -103,16 +104,17 @@ def _admin_password(settings: Settings) -> str:
     return password
 
 
-def cmd_create_admin(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_create_admin(args: argparse.Namespace, ctx: CommandContext) -> int:
+    settings = ctx.settings
     account = validated_account(args.username, args.email, _admin_password(settings))
-    revisions = Revisions(cli_config(settings))
 
     async def create() -> str:
         async with api_connection(settings) as connection:
+            session = AsyncSession(bind=connection)
             report = await create_admin(
-                AsyncSession(bind=connection), revisions, password_hasher(settings), account, settings.api_db_schema
+                session, ctx.revisions, password_hasher(settings), account, settings.api_db_schema
             )
             return report.summary()
 
-    print(asyncio.run(create()))
+    print(ctx.run(create()))
     return 0

@@ -3,24 +3,25 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 
+from app.cli.context import CommandContext
 from app.cli.mlflow import run_mlflow_server
 from app.db.provision import prepare_api_database
 from app.db.server import embedded_bin_dir, stop_embedded
-from app.settings import Settings
 
 
-def cmd_psql(args: argparse.Namespace, settings: Settings) -> int:
-    address = asyncio.run(prepare_api_database(settings))
+def cmd_psql(args: argparse.Namespace, ctx: CommandContext) -> int:
+    settings = ctx.settings
+    address = ctx.run(prepare_api_database(settings))
     psql = str(embedded_bin_dir() / "psql")
     os.execve(
         psql, [psql, *args.psql_args], {**os.environ, **address.libpq_env(settings.api_db_name, settings.api_db_schema)}
     )
 
 
-def cmd_db_stop(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_db_stop(args: argparse.Namespace, ctx: CommandContext) -> int:
+    settings = ctx.settings
     if not settings.embedded:
         print(f"API_DB_HOST is set ({settings.api_db_host}): that server is not this project's to stop.")
         return 0
@@ -29,12 +30,12 @@ def cmd_db_stop(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_serve(args: argparse.Namespace, ctx: CommandContext) -> int:
     from app.cli.serve import serve  # the web stack loads only for this command
 
-    serve(settings)
+    serve(ctx.settings)
     return 0
 
 
-def cmd_mlflow(args: argparse.Namespace, settings: Settings) -> int:
-    return run_mlflow_server(settings, host=args.host, port=args.port, workers=args.workers)
+def cmd_mlflow(args: argparse.Namespace, ctx: CommandContext) -> int:
+    return run_mlflow_server(ctx.settings, host=args.host, port=args.port, workers=args.workers)

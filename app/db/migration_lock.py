@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -92,7 +91,7 @@ def afterwards(undo: Callable[[], object]) -> Iterator[None]:
     undo()
 
 
-def run_locked(settings: Settings, what: str, body: Callable[[sa.Connection], T]) -> T:
+async def run_locked(settings: Settings, what: str, body: Callable[[sa.Connection], T]) -> T:
     """Run `body` on a connection of its own that holds the migration lock and time-outs throughout.
 
     For a command that backs up and then changes the schema: nothing else changes it in between. A migration run
@@ -103,8 +102,5 @@ def run_locked(settings: Settings, what: str, body: Callable[[sa.Connection], T]
         with migration_session(connection, settings, what):
             return body(connection)
 
-    async def run() -> T:
-        async with single_connection(settings) as connection:
-            return await connection.run_sync(locked)
-
-    return asyncio.run(run())
+    async with single_connection(settings) as connection:
+        return await connection.run_sync(locked)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from app.db.provision import connect, ensure_database, quote_ident
 from app.db.server import server_address
@@ -13,15 +14,17 @@ from app.settings import Settings
 
 
 @contextmanager
-def scratch_database(settings: Settings, purpose: str) -> Iterator[Settings]:
-    """Settings for an empty database created for the block and dropped after it."""
+def scratch_database(
+    settings: Settings, purpose: str, run: Callable[[Coroutine[Any, Any, Any]], Any] = asyncio.run
+) -> Iterator[Settings]:
+    """Settings for an empty database created for the block and dropped after it; `run` runs the async steps."""
     name = f"{settings.api_db_name[:40]}__{purpose}_{os.getpid()}"
     address = server_address(settings)
-    asyncio.run(ensure_database(address, name))
+    run(ensure_database(address, name))
     try:
         yield settings.model_copy(update={"api_db_name": name})
     finally:
-        asyncio.run(_drop(settings, name))
+        run(_drop(settings, name))
 
 
 async def _drop(settings: Settings, name: str) -> None:
