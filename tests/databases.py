@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import asyncpg
@@ -109,6 +109,14 @@ class Databases:
 
     def query(self, database: str, query: str, *args: object) -> list[asyncpg.Record]:
         return asyncio.run(self.fetch(database, query, *args))
+
+    def add_user(self, database: str, username: str, *, roles: Sequence[str] = ()) -> int:
+        """A user written straight into `database` (holding `roles`, which must exist); its id."""
+        insert = "INSERT INTO users (username, email, hashed_password) VALUES ($1, $2, 'not a hash') RETURNING id"
+        user_id: int = self.query(database, insert, username, f"{username}@example.com")[0][0]
+        for role in roles:
+            self.query(database, "INSERT INTO user_roles SELECT $1, id FROM roles WHERE name = $2", user_id, role)
+        return user_id
 
     def psycopg_url(self, database: str) -> str:
         return self.address.url(database, driver="psycopg").render_as_string(hide_password=False)

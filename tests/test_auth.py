@@ -77,8 +77,9 @@ async def test_unknown_users_cost_a_verification_too(pg: Databases, api_db: str)
         elapsed = time.perf_counter() - started
         one_hash = app.state.hashing.seconds_per_hash
     assert response.status_code == 401
-    # A busy machine only makes the request slower: answering faster than half a hash means none was computed.
-    assert elapsed > 0.5 * one_hash, (elapsed, one_hash)
+    # `one_hash` was timed with every hashing worker busy at once (on a loaded machine, twice a lone hash). A lone
+    # hash is still many times the rest of the request: a quarter of it means a hash was computed.
+    assert elapsed > 0.25 * one_hash, (elapsed, one_hash)
 
 
 async def test_inactive_users_cannot_log_in_and_their_tokens_stop(client: Client, pg: Databases, api_db: str) -> None:
@@ -302,25 +303,23 @@ async def test_an_unreachable_rate_limit_store_is_503_not_500(pg: Databases, api
     assert int(response.headers["retry-after"]) > 0
 
 
-def test_create_admin_is_idempotent(pg: Databases, api_db: str) -> None:
-    env = {
-        **pg.env(api_db),
-        "ADMIN_PASSWORD": "admin password 1",
-        **{k.upper(): str(v) for k, v in FAST_HASHING.items()},
-    }
-    assert run_app(["seed"], env).returncode == 0
-    first = run_app(["create-admin", "boss", "Boss@Example.com"], env)
-    assert first.returncode == 0, first.stderr
-    assert first.stdout.strip() == "Created admin 'boss'."
-    second = run_app(["create-admin", "boss", "boss@example.com"], env)
-    assert second.stdout.strip() == "User 'boss' is an admin already; nothing changed."
+def test_create_admin_is_idempotent(pg: Databases, api_db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    settings = pg.settings(api_db, **FAST_HASHING, admin_password="admin password 1")
+    assert main(["seed"], settings=settings) == 0
+    capsys.readouterr()
+    assert main(["create-admin", "boss", "Boss@Example.com"], settings=settings) == 0
+    first = capsys.readouterr()
+    assert first.out.strip() == "Created admin 'boss'."
+    assert main(["create-admin", "boss", "boss@example.com"], settings=settings) == 0
+    second = capsys.readouterr()
+    assert second.out.strip() == "User 'boss' is an admin already; nothing changed."
     rows = pg.query(
         api_db,
         "SELECT r.name FROM users u JOIN user_roles ur ON ur.user_id = u.id JOIN roles r ON r.id = ur.role_id "
         "WHERE u.username = 'boss' ORDER BY r.name",
     )
     assert [r[0] for r in rows] == ["admin", "user"]
-    assert "admin password 1" not in first.stdout + first.stderr + second.stdout + second.stderr
+    assert "admin password 1" not in first.out + first.err + second.out + second.err
 
 
 def test_create_admin_reactivates_a_deactivated_admin(
@@ -336,19 +335,21 @@ def test_create_admin_reactivates_a_deactivated_admin(
     assert pg.query(api_db, "SELECT is_active FROM users WHERE username = 'boss'")[0][0] is True
 
 
-def test_create_admin_without_a_password_source_is_refused(pg: Databases, api_db: str) -> None:
-    result = run_app(["create-admin", "boss", "boss@example.com"], pg.env(api_db), stdin="")
-    assert result.returncode == 1
-    assert "set ADMIN_PASSWORD" in result.stderr
+def test_create_admin_without_a_password_source_is_refused(
+    pg: Databases, api_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # No ADMIN_PASSWORD and no terminal to ask on (pytest's stdin is none).
+    assert main(["create-admin", "boss", "boss@example.com"], settings=pg.settings(api_db)) == 1
+    assert "set ADMIN_PASSWORD" in capsys.readouterr().err
     assert pg.query(api_db, "SELECT 1 FROM users") == []
 
 
-def test_create_admin_checks_the_account_like_sign_up(pg: Databases, api_db: str) -> None:
-    env = {**pg.env(api_db), "ADMIN_PASSWORD": "short"}
-    result = run_app(["create-admin", "boss", "not-an-email"], env)
-    assert result.returncode == 1
-    assert "invalid admin account" in result.stderr
-    assert "Traceback" not in result.stderr
+def test_create_admin_checks_the_account_like_sign_up(
+    pg: Databases, api_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = pg.settings(api_db, admin_password="short")
+    assert main(["create-admin", "boss", "not-an-email"], settings=settings) == 1
+    assert "invalid admin account" in capsys.readouterr().err
 
 
 async def test_login_and_register_are_rate_limited_per_address(pg: Databases, api_db: str) -> None:

@@ -23,11 +23,6 @@ ALL_REVISIONS = ["0001", "0002", "0003"]
 BEFORE_HEAD = ALL_REVISIONS[-2]
 
 
-def add_user(pg: Databases, db: str, name: str) -> None:
-    insert = "INSERT INTO users (username, email, hashed_password) VALUES ($1, $2, 'x')"
-    pg.query(db, insert, name, f"{name}@example.com")
-
-
 def users(pg: Databases, db: str) -> list[str]:
     return [row[0] for row in pg.query(db, "SELECT username FROM users ORDER BY id")]
 
@@ -66,12 +61,12 @@ def test_backup_names_the_database_time_and_revision(
 def test_downgrade_backs_up_first_and_restore_brings_it_all_back(
     pg: Databases, settings: Settings, api_db: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    add_user(pg, api_db, "ann")
+    pg.add_user(api_db, "ann")
     assert main(["downgrade"], settings=settings) == 0
     (taken,) = archives(settings.backup_dir)
     assert f"Backed up '{api_db}' to " in capsys.readouterr().out
     assert version(pg, api_db) == [BEFORE_HEAD]
-    add_user(pg, api_db, "bob")
+    pg.add_user(api_db, "bob")
     pg.query(api_db, "CREATE TABLE analytics_notes (id int PRIMARY KEY)")  # not the API's: left alone
     assert main(["restore", "--yes"], settings=settings) == 0  # the newest archive
     out = capsys.readouterr().out
@@ -94,7 +89,7 @@ def test_a_failed_restore_changes_nothing(
     pg: Databases, settings: Settings, api_db: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["backup"], settings=settings) == 0
-    add_user(pg, api_db, "ann")
+    pg.add_user(api_db, "ann")
     pg.query(api_db, "CREATE TABLE rentals (id int PRIMARY KEY, user_id int REFERENCES users (id))")
     assert main(["restore", "--yes"], settings=settings.model_copy(update={"auto_backup": False})) == 1
     err = capsys.readouterr().err
@@ -110,7 +105,7 @@ def test_migrate_backs_up_only_a_database_with_rows_and_something_to_do(
     command.upgrade(alembic_config(settings, configure_logging=False), "0001")
     assert main(["migrate"], settings=settings) == 0  # no rows
     assert main(["downgrade"], settings=settings) == 0
-    add_user(pg, empty_db, "ann")
+    pg.add_user(empty_db, "ann")
     assert main(["migrate"], settings=settings.model_copy(update={"auto_backup": False})) == 0
     assert archives(tmp_path) == []
     assert main(["downgrade"], settings=settings) == 0
@@ -127,7 +122,7 @@ def test_a_failed_backup_stops_the_command_before_it_changes_anything(
 ) -> None:
     not_a_folder = tmp_path / "backups"
     not_a_folder.write_text("")
-    add_user(pg, api_db, "ann")
+    pg.add_user(api_db, "ann")
     settings = pg.settings(api_db, backup_dir=not_a_folder)
     for args in (["downgrade"], ["reset", "--yes"]):
         assert main(args, settings=settings) == 1
@@ -147,7 +142,7 @@ def test_only_the_newest_backups_are_kept(settings: Settings) -> None:
 
 def test_automatic_backups_keep_only_backup_keep_archives(pg: Databases, settings: Settings, api_db: str) -> None:
     settings = settings.model_copy(update={"backup_keep": 1})
-    add_user(pg, api_db, "ann")
+    pg.add_user(api_db, "ann")
     assert main(["downgrade"], settings=settings) == 0
     assert main(["migrate"], settings=settings) == 0
     (kept,) = archives(settings.backup_dir)
@@ -160,7 +155,7 @@ def test_restore_keeps_the_archive_it_restores_whatever_backup_keep_says(
     settings = settings.model_copy(update={"backup_keep": 1})
     assert main(["backup"], settings=settings) == 0
     (restored,) = archives(settings.backup_dir)
-    add_user(pg, api_db, "ann")
+    pg.add_user(api_db, "ann")
     assert main(["restore", "--yes"], settings=settings) == 0  # backs up ann first: one archive too many
     assert users(pg, api_db) == []
     assert restored in archives(settings.backup_dir)
@@ -187,7 +182,7 @@ def test_restore_without_a_terminal_or_yes_changes_nothing(
     pg: Databases, settings: Settings, api_db: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["backup"], settings=settings) == 0
-    add_user(pg, api_db, "ann")
+    pg.add_user(api_db, "ann")
     assert main(["restore"], settings=settings) == 1
     assert "needs confirmation: add --yes" in capsys.readouterr().err
     assert users(pg, api_db) == ["ann"]
@@ -197,7 +192,7 @@ def test_restore_refuses_a_dump_of_another_database(
     pg: Databases, settings: Settings, api_db: str, empty_db: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     other = whole_database_dump(pg.settings(empty_db), settings.backup_dir)
-    add_user(pg, api_db, "ann")
+    pg.add_user(api_db, "ann")
     assert main(["restore", "--yes", str(other)], settings=settings) == 1
     err = capsys.readouterr().err
     assert f"is a dump of database '{empty_db}', not of the API database '{api_db}'; nothing was restored" in err
@@ -208,7 +203,7 @@ def test_restore_refuses_mlflows_dump(
     pg: Databases, settings: Settings, api_db: str, mlflow_db: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     dump = whole_database_dump(pg.settings(mlflow_db), settings.backup_dir)
-    add_user(pg, api_db, "ann")
+    pg.add_user(api_db, "ann")
     # Whether MLflow's database is named in POSTGRES_DB, or recognised by its tables under the API's name.
     for target in (settings.model_copy(update={"postgres_db": mlflow_db}), pg.settings(mlflow_db)):
         assert main(["restore", "--yes", str(dump)], settings=target) == 1
@@ -262,7 +257,7 @@ def test_backup_change_restore_round_trip_on_every_supported_server(
     try:
         settings = server.settings(db, backup_dir=tmp_path / "backups")
         assert main(["init"], settings=settings) == 0
-        add_user(server, db, "ann")
+        server.add_user(db, "ann")
         server.query(db, "CREATE TABLE analytics_notes (note text)")
         server.query(db, "INSERT INTO analytics_notes VALUES ('before')")
         assert main(["backup"], settings=settings) == 0
@@ -272,13 +267,13 @@ def test_backup_change_restore_round_trip_on_every_supported_server(
         )
         assert b"analytics_notes" not in listed.stdout  # not the API's: not in its backup
 
-        add_user(server, db, "bob")
+        server.add_user(db, "bob")
         server.query(db, "UPDATE analytics_notes SET note = 'after'")
         assert main(["downgrade"], settings=settings) == 0
         assert main(["restore", "--yes", taken], settings=settings) == 0, capsys.readouterr().err
         assert (version(server, db), users(server, db)) == ([HEAD], ["ann"])
         assert server.query(db, "SELECT note FROM analytics_notes")[0][0] == "after"  # left as it was
-        add_user(server, db, "cy")  # the ids' sequence came back with the table
+        server.add_user(db, "cy")  # the ids' sequence came back with the table
         assert [row[0] for row in server.query(db, "SELECT id FROM users ORDER BY id")] == [1, 2]
     finally:
         server.drop(db)

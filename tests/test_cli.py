@@ -65,7 +65,7 @@ def test_restore_answered_no_restores_nothing(
     pg: Databases, settings: Settings, answer: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["backup"], settings=settings) == 0
-    pg.query(settings.api_db_name, "INSERT INTO users (username, email, hashed_password) VALUES ('ann', 'a@b.c', 'x')")
+    pg.add_user(settings.api_db_name, "ann")
     answer.append("n")
     assert main(["restore"], settings=settings) == 1
     assert "Nothing restored." in capsys.readouterr().out

@@ -97,7 +97,7 @@ def test_the_lints_advice_runs_on_every_path(pg: Databases, empty_db: str, proje
 def test_migrations_started_together_take_turns(
     pg: Databases, api_db: str, project: Path, other_session: sa.Connection
 ) -> None:
-    pg.query(api_db, "INSERT INTO users (username, email, hashed_password) VALUES ('ann', 'ann@example.com', 'x')")
+    pg.add_user(api_db, "ann")
     environment = {**pg.env(api_db), "PYTHONPATH": str(project), "BACKUP_DIR": str(project / "backups")}
     commands = [["-m", "app", "migrate"], ["-m", "app", "migrate"], ["-m", "alembic", "upgrade", "head"]]
     commands.append(["-c", START_SERVICE])

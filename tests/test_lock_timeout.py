@@ -112,7 +112,7 @@ def test_a_statement_running_too_long_is_cancelled(pg: Databases, api_db: str, t
     )
     config = alembic_config(pg.settings(api_db, migration_statement_timeout=0.3), configure_logging=False)
     config.set_main_option("version_locations", str(versions))
-    pg.query(api_db, "INSERT INTO users (username, email, hashed_password) VALUES ('ann', 'ann@example.com', 'x')")
+    pg.add_user(api_db, "ann")
     started = time.monotonic()
     with pytest.raises(MigrationTimeoutError, match=r"statement on table users ran longer than 0.3 s"):
         command.upgrade(config, "head")
