@@ -414,3 +414,19 @@ async def test_a_users_location_is_readable_by_itself_and_staff(client: Client, 
     assert (await client.get(f"/api/v1/users/{people['ids']['root']}", headers=auth["joe"])).status_code == 403
     assert (await client.get("/api/v1/users/9999", headers=auth["root"])).status_code == 404
     assert (await client.get(location)).status_code == 401
+
+
+async def test_another_instance_honours_a_deactivation_and_a_role_change_at_the_next_request(
+    pg: Databases, api_db: str
+) -> None:
+    settings = pg.settings(api_db, **FAST_HASHING)
+    async with AsyncTestClient(create_app(settings)) as one, AsyncTestClient(create_app(settings)) as other:
+        root, joe = await sign_up(one, "root"), await sign_up(one, "joe")
+        await grant_directly(pg, api_db, root, "admin")
+        admin, user = await log_in(one, "root"), await log_in(one, "joe")
+        assert (await other.get("/api/v1/me", headers=user)).json()["roles"] == ["user"]
+        assert (await one.put(f"/api/v1/users/{joe}/roles/moderator", headers=admin)).status_code == 200
+        assert (await other.get("/api/v1/me", headers=user)).json()["roles"] == ["moderator", "user"]
+        assert (await other.get("/api/v1/users", headers=user)).status_code == 200  # a moderator may list
+        assert (await one.patch(f"/api/v1/users/{joe}", json={"is_active": False}, headers=admin)).status_code == 200
+        assert (await other.get("/api/v1/me", headers=user)).status_code == 401
