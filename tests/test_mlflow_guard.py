@@ -10,7 +10,7 @@ import pytest
 
 from app.cli import main
 from app.settings import PROJECT_ROOT
-from tests.databases import Databases, run_app
+from tests.databases import Databases
 
 SNAPSHOT = """
 SELECT table_name, column_name, data_type, is_nullable, column_default
@@ -40,13 +40,13 @@ def snapshot(pg: Databases, db: str) -> tuple[object, ...]:
     [["migrate"], ["init"], ["downgrade"], ["downgrade", "base"], ["seed"], ["reset", "--yes"], ["current"]],
     ids=" ".join,
 )
-def test_commands_refuse_mlflows_database(pg: Databases, mlflow_db: str, args: list[str]) -> None:
+def test_commands_refuse_mlflows_database(
+    pg: Databases, mlflow_db: str, args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
     pg.query(mlflow_db, "INSERT INTO experiments (name, lifecycle_stage) VALUES ('bikes', 'active')")
     before = snapshot(pg, mlflow_db)
-    result = run_app(args, pg.env(mlflow_db))
-    assert result.returncode == 1
-    assert f"database '{mlflow_db}' holds MLflow's tracking tables" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert main(args, settings=pg.settings(mlflow_db)) == 1
+    assert f"database '{mlflow_db}' holds MLflow's tracking tables" in capsys.readouterr().err
     assert snapshot(pg, mlflow_db) == before
 
 
@@ -61,12 +61,13 @@ def test_plain_alembic_refuses_mlflows_database(pg: Databases, mlflow_db: str, a
     assert snapshot(pg, mlflow_db) == before
 
 
-def test_a_foreign_alembic_revision_is_refused(pg: Databases, empty_db: str) -> None:
+def test_a_foreign_alembic_revision_is_refused(
+    pg: Databases, empty_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     pg.query(empty_db, "CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY)")
     pg.query(empty_db, "INSERT INTO alembic_version VALUES ('dc11669786a5')")
-    result = run_app(["migrate"], pg.env(empty_db))
-    assert result.returncode == 1
-    assert "revision dc11669786a5, which is not one of this project's migrations" in result.stderr
+    assert main(["migrate"], settings=pg.settings(empty_db)) == 1
+    assert "revision dc11669786a5, which is not one of this project's migrations" in capsys.readouterr().err
     rows = pg.query(empty_db, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")
     assert [row[0] for row in rows] == ["alembic_version"]
 

@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from app.cli import main
-from tests.databases import Databases, run_app
+from tests.databases import Databases
 from tests.test_lock_timeout import another_transaction
 
 
@@ -18,30 +18,33 @@ def public_tables(pg: Databases, db: str) -> set[str]:
     return {row[0] for row in rows}
 
 
-def test_reset_drops_only_the_api_tables(pg: Databases, api_db: str, empty_db: str) -> None:
+def test_reset_drops_only_the_api_tables(
+    pg: Databases, api_db: str, empty_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     pg.query(api_db, "CREATE TABLE analytics_notes (id int PRIMARY KEY)")
     pg.query(empty_db, "CREATE TABLE users (id int PRIMARY KEY)")  # same name, other database
-    result = run_app(["reset", "--yes"], pg.env(api_db))
-    assert result.returncode == 0, result.stderr
-    assert "alembic_version, roles, user_roles, users" in result.stdout
+    assert main(["reset", "--yes"], settings=pg.settings(api_db)) == 0
+    assert "alembic_version, roles, user_roles, users" in capsys.readouterr().out
     assert public_tables(pg, api_db) == {"analytics_notes"}
     assert public_tables(pg, empty_db) == {"users"}
-    assert run_app(["init"], pg.env(api_db)).returncode == 0
+    assert main(["init"], settings=pg.settings(api_db)) == 0
 
 
-def test_reset_without_confirmation_drops_nothing(pg: Databases, api_db: str) -> None:
-    result = run_app(["reset"], pg.env(api_db), stdin="")
-    assert result.returncode == 1
-    assert "just reset --yes" in result.stderr
+def test_reset_without_confirmation_drops_nothing(
+    pg: Databases, api_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # No --yes and no terminal to ask on (pytest's stdin is none).
+    assert main(["reset"], settings=pg.settings(api_db)) == 1
+    assert "just reset --yes" in capsys.readouterr().err
     assert public_tables(pg, api_db) == {"alembic_checksums", "alembic_version", "roles", "users", "user_roles"}
 
 
-def test_reset_refuses_to_break_a_foreign_reference(pg: Databases, api_db: str) -> None:
+def test_reset_refuses_to_break_a_foreign_reference(
+    pg: Databases, api_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     pg.query(api_db, "CREATE TABLE rentals (id int PRIMARY KEY, user_id int REFERENCES users (id))")
-    result = run_app(["reset", "--yes"], pg.env(api_db))
-    assert result.returncode == 1
-    assert "rentals" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert main(["reset", "--yes"], settings=pg.settings(api_db)) == 1
+    assert "rentals" in capsys.readouterr().err
     assert "users" in public_tables(pg, api_db)
 
 

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Collection
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from alembic.config import Config
@@ -91,16 +92,26 @@ def require_ours_at_head(connection: sa.Connection, revisions: Revisions, api_sc
     require_head(connection, revisions.heads)
 
 
+class _StderrAtEmit(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stderr` is when a line is logged, not to the one it was created with."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass  # a redirected or swapped stderr (pytest swaps it per test) is found at emit time instead
+
+
 def show_migration_steps() -> None:
     """Print Alembic's "Running upgrade a -> b" lines, the progress a person wants, and none of its other chatter."""
     logger = logging.getLogger("alembic.runtime.migration")
     logger.setLevel(logging.INFO)
     logger.propagate = False
-    for old in [handler for handler in logger.handlers if handler.get_name() == "migration-steps"]:
-        logger.removeHandler(old)  # it may hold a stderr that is gone (pytest swaps sys.stderr for each test)
-    if logger.handlers:
+    if any(handler.get_name() == "migration-steps" for handler in logger.handlers):
         return
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrAtEmit()
     handler.set_name("migration-steps")
     handler.setFormatter(logging.Formatter("  %(message)s"))
     handler.addFilter(lambda record: record.getMessage().startswith("Running "))
