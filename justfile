@@ -85,9 +85,10 @@ db-stop:
 test *args:
     uv run pytest -n auto --maxprocesses 4 "$@"
 
-# Benchmark: GET /me against a bare Litestar app (wrk), hashing vs registration rate, health under load, memory
+# Benchmark: GET /me against a bare Litestar app (wrk), hashing vs sign-ups, health under load, memory; a million users
 bench:
     uv run python -m tests.benchmark
+    uv run python -m tests.bench_million
 
 # Benchmark: a million users; list pages, and a column and a concurrent index migrated while the service serves
 bench-million:

@@ -20,7 +20,8 @@ from app.repositories.users import ActiveUserLookup, UserRecord
 from app.roles import RoleName
 from app.settings import Settings
 
-PUBLIC_PATHS = ["^/api/v1/login$", "^/api/v1/register$", "^/health$", "^/schema"]
+# Handlers marked `exclude_from_auth=True` (sign-up, login, health) need no token; nor does the API's own document.
+PUBLIC_PATHS = ["^/schema"]
 RATE_LIMIT_STORE = "rate_limit"
 
 

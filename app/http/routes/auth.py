@@ -24,6 +24,7 @@ BAD_CREDENTIALS = "Invalid username or password"
 
 @post(
     "/login",
+    exclude_from_auth=True,
     summary="Log in",
     status_code=200,
     responses={

@@ -14,6 +14,7 @@ from app.repositories.health import database_answers
 
 @get(
     "/health",
+    exclude_from_auth=True,
     summary="Health check",
     responses={503: ResponseSpec(Health, description="The database does not answer", generate_examples=False)},
 )

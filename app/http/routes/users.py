@@ -21,6 +21,7 @@ ERROR_EXAMPLE = {"status_code": 409, "detail": "This username is already registe
 
 @post(
     "/register",
+    exclude_from_auth=True,
     summary="Register a user",
     status_code=201,
     responses={
