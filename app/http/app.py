@@ -10,14 +10,21 @@ from contextlib import asynccontextmanager
 from litestar import Litestar, Router
 from litestar.di import Provide
 from litestar.logging import LoggingConfig
-from litestar.openapi import OpenAPIConfig
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.db.engine import create_api_engine, create_lookup_pool
 from app.db.provision import prepare_api_database
-from app.http.auth import RATE_LIMIT_STORE, AccessTokens, build_jwt_auth, rate_limit, rate_limit_store
+from app.http.auth import (
+    RATE_LIMIT_STORE,
+    AccessTokens,
+    build_jwt_auth,
+    rate_limit,
+    rate_limit_store,
+    without_global_security,
+)
 from app.http.dependencies import provide_engine, provide_hashing, provide_session, provide_sessions
+from app.http.docs import docs_assets, openapi_config
 from app.http.errors import EXCEPTION_HANDLERS
 from app.http.routes.admin import get_user, grant, list_users, revoke, update_user
 from app.http.routes.auth import login, me
@@ -78,15 +85,17 @@ def create_app(settings: Settings | None = None, *, bootstrapped: bool = False) 
     return Litestar(
         route_handlers=[
             health,
+            docs_assets(),
             Router(
                 API_PREFIX,
                 route_handlers=[
                     Router("/", route_handlers=THROTTLED_HANDLERS, middleware=[rate_limit(settings).middleware]),
-                    *API_HANDLERS,
+                    # The document puts the bearer token on these operations only, where the service asks for it.
+                    Router("/", route_handlers=API_HANDLERS, security=[jwt_auth.security_requirement]),
                 ],
             ),
         ],
-        on_app_init=[jwt_auth.on_app_init],
+        on_app_init=[lambda config: without_global_security(jwt_auth, config)],
         stores={RATE_LIMIT_STORE: rate_limit_store(settings)},
         lifespan=[lifespan],
         dependencies={
@@ -99,9 +108,5 @@ def create_app(settings: Settings | None = None, *, bootstrapped: bool = False) 
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         # The runner owns the root logger (`just serve` sets it up); unexpected errors are logged by our 500 handler.
         logging_config=LoggingConfig(configure_root_logger=False, log_exceptions="never"),
-        openapi_config=OpenAPIConfig(
-            title="bikerental-api",
-            version="0.1.0",
-            description="User registration for the bike-rental service.",
-        ),
+        openapi_config=openapi_config(version="0.1.0"),
     )

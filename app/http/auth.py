@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from litestar.config.app import AppConfig
 from litestar.connection import ASGIConnection
 from litestar.exceptions import PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
@@ -45,6 +46,15 @@ def build_jwt_auth(settings: Settings) -> JWTAuth[UserRecord]:
         default_token_expiration=timedelta(minutes=settings.access_token_minutes),
         exclude=PUBLIC_PATHS,
     )
+
+
+def without_global_security(jwt_auth: JWTAuth[UserRecord], app_config: AppConfig) -> AppConfig:
+    """JWTAuth's app setup, less the bearer requirement it puts on every operation of the document."""
+    app_config = jwt_auth.on_app_init(app_config)
+    if app_config.openapi_config is not None and app_config.openapi_config.security:
+        kept = [item for item in app_config.openapi_config.security if item != jwt_auth.security_requirement]
+        app_config.openapi_config.security = kept or None
+    return app_config
 
 
 class AccessTokens:

@@ -1,0 +1,100 @@
+"""The docs pages render in a real browser with no other host reachable: every asset comes from the service."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from app.http.app import create_app
+from tests.conftest import FAST_HASHING
+from tests.databases import Databases
+from tests.live_server import live_server
+
+OPERATIONS = ["Register a user", "Log in", "The current user", "List users", "Grant a role"]
+
+
+def chromium() -> str:
+    found = shutil.which("chromium")
+    if found is None:
+        if os.environ.get("CI"):
+            raise AssertionError("chromium is not installed: .ci/run installs it (apt-get install chromium)")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    return found
+
+
+@pytest.fixture
+async def base_url(pg: Databases, api_db: str) -> AsyncIterator[str]:
+    async with live_server(create_app(pg.settings(api_db, **FAST_HASHING))) as client:
+        yield str(client.base_url).rstrip("/")
+
+
+async def browse(url: str, tmp_path: Path, *what: str) -> str:
+    """Run headless Chromium on `url` with every host but this machine unreachable; its stdout."""
+    command = [
+        chromium(),
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        # A CDN or a font host would be unreachable, as on a machine without internet.
+        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+        "--virtual-time-budget=15000",
+        "--window-size=1280,900",
+        *what,
+        url,
+    ]
+    # Not subprocess.run: the server under test runs on this event loop and must keep answering.
+    process = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), timeout=90)
+    assert process.returncode == 0
+    return out.decode(errors="replace")
+
+
+@pytest.mark.parametrize("page", ["/schema", "/schema/swagger"], ids=["redoc", "swagger-ui"])
+async def test_the_docs_render_their_operations_offline(base_url: str, page: str, tmp_path: Path) -> None:
+    dom = await browse(base_url + page, tmp_path, "--dump-dom")
+    missing = [operation for operation in OPERATIONS if operation not in dom]
+    assert missing == [], f"{page} rendered without {missing}"
+
+
+async def test_the_docs_page_is_not_blank(base_url: str, tmp_path: Path) -> None:
+    shot = tmp_path / "docs.png"
+    await browse(base_url + "/schema", tmp_path, f"--screenshot={shot}")
+    with Image.open(shot) as image:
+        colours = image.convert("RGB").getcolors(maxcolors=1 << 16)
+    # A blank or error page has a handful of colours; rendered docs (text, menus, badges) have hundreds.
+    assert colours is None or len(colours) > 50, len(colours or [])
+
+
+async def test_the_bearer_token_is_asked_for_where_the_service_asks_for_it(base_url: str) -> None:
+    async with httpx.AsyncClient(base_url=base_url) as client:
+        document = (await client.get("/schema/openapi.json")).json()
+    assert "security" not in document  # not on every operation
+    secured = {
+        f"{method.upper()} {path}"
+        for path, operations in document["paths"].items()
+        for method, operation in operations.items()
+        if operation.get("security")
+    }
+    assert secured == {
+        "GET /api/v1/me",
+        "GET /api/v1/users",
+        "GET /api/v1/users/{user_id}",
+        "PATCH /api/v1/users/{user_id}",
+        "PUT /api/v1/users/{user_id}/roles/{role}",
+        "DELETE /api/v1/users/{user_id}/roles/{role}",
+    }
