@@ -98,3 +98,28 @@ async def test_the_bearer_token_is_asked_for_where_the_service_asks_for_it(base_
         "PUT /api/v1/users/{user_id}/roles/{role}",
         "DELETE /api/v1/users/{user_id}/roles/{role}",
     }
+
+
+async def test_every_operation_documents_the_errors_it_can_answer(base_url: str) -> None:
+    async with httpx.AsyncClient(base_url=base_url) as client:
+        document = (await client.get("/schema/openapi.json")).json()
+    documented = {
+        f"{method.upper()} {path}": set(operation["responses"])
+        for path, operations in document["paths"].items()
+        for method, operation in operations.items()
+    }
+    guarded, staff = {"401", "503"}, {"400", "401", "403", "503"}
+    expected = {
+        "POST /api/v1/register": {"201", "400", "409", "413", "429", "503"},
+        "POST /api/v1/login": {"200", "400", "401", "413", "429", "503"},
+        "GET /api/v1/me": {"200", *guarded},
+        "GET /api/v1/users": {"200", *staff},
+        "GET /api/v1/users/{user_id}": {"200", "404", *staff},
+        "PUT /api/v1/users/{user_id}/roles/{role}": {"200", "404", *staff},
+        "DELETE /api/v1/users/{user_id}/roles/{role}": {"200", "404", "409", *staff},
+        "PATCH /api/v1/users/{user_id}": {"200", "404", "409", "413", *staff},
+        "GET /health": {"200", "503"},
+    }
+    assert {operation: documented[operation] for operation in expected} == expected
+    error = document["components"]["schemas"]["ErrorBody"]
+    assert set(error["required"]) == {"status_code", "detail"}

@@ -14,6 +14,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.db.models import MAX_ID
 from app.errors import NotFoundError
 from app.http.auth import require_role
+from app.http.problems import STAFF_ONLY, problems
 from app.http.schemas import UserDetail, UserPage, UserUpdate, user_detail
 from app.repositories.roles import RoleRepository
 from app.repositories.users import UserRecord, UserRepository
@@ -27,7 +28,7 @@ Session = NamedDependency[AsyncSession]
 UserId = Annotated[int, PathParameter(ge=1, le=MAX_ID, description="the user's id")]
 
 
-@get("/users", summary="List users", guards=staff)
+@get("/users", summary="List users", guards=staff, responses=problems(400, *STAFF_ONLY))
 async def list_users(
     session: Session,
     role: Annotated[str | None, Parameter(description="only users holding this role")] = None,
@@ -44,7 +45,7 @@ async def list_users(
     return UserPage(items=[user_detail(user) for user in users], next=next_after)
 
 
-@get("/users/{user_id:int}", summary="A user")
+@get("/users/{user_id:int}", summary="A user", responses=problems(400, *STAFF_ONLY, 404))
 async def get_user(session: Session, request: Request[UserRecord, Token, Any], user_id: UserId) -> UserDetail:
     """A user by id: the user itself, admins and moderators (the `Location` of a sign-up)."""
     if request.user.id != user_id and not STAFF & set(request.user.roles):
@@ -55,19 +56,35 @@ async def get_user(session: Session, request: Request[UserRecord, Token, Any], u
     return user_detail(user)
 
 
-@put("/users/{user_id:int}/roles/{role:str}", summary="Grant a role", guards=admins)
+@put(
+    "/users/{user_id:int}/roles/{role:str}",
+    summary="Grant a role",
+    guards=admins,
+    responses=problems(400, *STAFF_ONLY, 404),
+)
 async def grant(session: Session, user_id: UserId, role: FromPath[str]) -> UserDetail:
     """Give the user the role (admins only); granting a role held already changes nothing."""
     return user_detail(await grant_role(session, user_id, role))
 
 
-@delete("/users/{user_id:int}/roles/{role:str}", summary="Revoke a role", guards=admins, status_code=200)
+@delete(
+    "/users/{user_id:int}/roles/{role:str}",
+    summary="Revoke a role",
+    guards=admins,
+    status_code=200,
+    responses=problems(400, *STAFF_ONLY, 404, 409),
+)
 async def revoke(session: Session, user_id: UserId, role: FromPath[str]) -> UserDetail:
     """Take the role from the user (admins only)."""
     return user_detail(await revoke_role(session, user_id, role))
 
 
-@patch("/users/{user_id:int}", summary="Activate or deactivate a user", guards=admins)
+@patch(
+    "/users/{user_id:int}",
+    summary="Activate or deactivate a user",
+    guards=admins,
+    responses=problems(400, *STAFF_ONLY, 404, 409, 413),
+)
 async def update_user(session: Session, user_id: UserId, data: JSONBody[UserUpdate]) -> UserDetail:
     """Deactivate (or reactivate) a user (admins only); a deactivated user's tokens stop working at once."""
     return user_detail(await set_active(session, user_id, data.is_active))

@@ -7,13 +7,13 @@ from typing import Any
 from litestar import Request, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import NotAuthorizedException
-from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody
 from litestar.security.jwt import Token
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.http.auth import AccessTokens
+from app.http.problems import AUTHENTICATED, problems
 from app.http.schemas import AccessToken, LoginRequest, UserDetail, user_detail
 from app.repositories.users import UserRecord
 from app.services.auth import authenticate
@@ -27,10 +27,7 @@ BAD_CREDENTIALS = "Invalid username or password"
     exclude_from_auth=True,
     summary="Log in",
     status_code=200,
-    responses={
-        401: ResponseSpec(dict[str, Any], description=BAD_CREDENTIALS, generate_examples=False),
-        429: ResponseSpec(dict[str, Any], description="Too many attempts; see Retry-After", generate_examples=False),
-    },
+    responses=problems(400, 401, 413, 429, 503, described={401: f"{BAD_CREDENTIALS}, or the user is deactivated"}),
 )
 async def login(
     data: JSONBody[LoginRequest],
@@ -50,7 +47,7 @@ async def login(
     )
 
 
-@get("/me", summary="The current user")
+@get("/me", summary="The current user", responses=problems(*AUTHENTICATED))
 async def me(request: Request[UserRecord, Token, Any]) -> UserDetail:
     """The user the bearer token belongs to, with its roles."""
     return user_detail(request.user)

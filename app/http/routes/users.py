@@ -6,17 +6,15 @@ from typing import Annotated, Any
 
 from litestar import Request, Response, post
 from litestar.di import NamedDependency
-from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
 from litestar.params import Body
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.http.problems import problems
 from app.http.routes.admin import get_user
 from app.http.schemas import UserCreate, UserRead, user_read
 from app.services.passwords import PasswordHashing
 from app.services.registration import register_user
-
-ERROR_EXAMPLE = {"status_code": 409, "detail": "This username is already registered", "extra": {"field": "username"}}
 
 
 @post(
@@ -24,20 +22,17 @@ ERROR_EXAMPLE = {"status_code": 409, "detail": "This username is already registe
     exclude_from_auth=True,
     summary="Register a user",
     status_code=201,
-    responses={
-        409: ResponseSpec(
-            dict[str, Any],
-            description="The username or email is taken (ignoring case)",
-            generate_examples=False,
-            examples=[Example(value=ERROR_EXAMPLE)],
-        ),
-        503: ResponseSpec(
-            dict[str, Any],
-            description="Sign-ups are saturated or the database is unavailable; see Retry-After",
-            generate_examples=False,
-            examples=[Example(value={"status_code": 503, "detail": "Too many sign-ups at once; retry shortly"})],
-        ),
-    },
+    responses=problems(
+        400,
+        409,
+        413,
+        429,
+        503,
+        described={409: "The username or email is taken (ignoring case); `extra` names it"},
+        examples={
+            409: {"status_code": 409, "detail": "This username is already registered", "extra": {"field": "username"}}
+        },
+    ),
     response_description="The new user, with the `user` role",
 )
 async def register(
