@@ -21,7 +21,14 @@ Username = Annotated[
         examples=["alice"],
     ),
 ]
-Email = Annotated[str, Meta(max_length=320, description="unique ignoring case; stored in lower case")]
+Email = Annotated[
+    str,
+    Meta(
+        max_length=320,
+        description="unique ignoring case; stored in lower case",
+        examples=["alice@example.com"],
+    ),
+]
 Password = Annotated[str, Meta(min_length=8, max_length=128, description="8–128 characters")]
 FullName = Annotated[str, Meta(max_length=100)]
 

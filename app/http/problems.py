@@ -49,6 +49,10 @@ def problems(
     }
 
 
+# What a body of this API's says in its schema: unknown fields are refused (msgspec's forbid_unknown_fields, which
+# the generated schema does not show by itself).
+CLOSED = {"additionalProperties": False}
+
 # Every operation that reads the database may find it unavailable; every guarded one may refuse the token.
 AUTHENTICATED = (401, 503)
 STAFF_ONLY = (*AUTHENTICATED, 403)

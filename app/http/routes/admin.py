@@ -7,14 +7,14 @@ from typing import Annotated, Any
 from litestar import Request, delete, get, patch, put
 from litestar.di import NamedDependency
 from litestar.exceptions import PermissionDeniedException
-from litestar.params import FromPath, JSONBody, Parameter, PathParameter
+from litestar.params import Body, FromPath, Parameter, PathParameter
 from litestar.security.jwt import Token
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.db.models import MAX_ID
 from app.errors import NotFoundError
 from app.http.auth import require_role
-from app.http.problems import STAFF_ONLY, problems
+from app.http.problems import CLOSED, STAFF_ONLY, problems
 from app.http.schemas import UserDetail, UserPage, UserUpdate, user_detail
 from app.repositories.roles import RoleRepository
 from app.repositories.users import UserRecord, UserRepository
@@ -85,6 +85,8 @@ async def revoke(session: Session, user_id: UserId, role: FromPath[str]) -> User
     guards=admins,
     responses=problems(400, *STAFF_ONLY, 404, 409, 413),
 )
-async def update_user(session: Session, user_id: UserId, data: JSONBody[UserUpdate]) -> UserDetail:
+async def update_user(
+    session: Session, user_id: UserId, data: Annotated[UserUpdate, Body(schema_extra=CLOSED)]
+) -> UserDetail:
     """Deactivate (or reactivate) a user (admins only); a deactivated user's tokens stop working at once."""
     return user_detail(await set_active(session, user_id, data.is_active))

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Request, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import NotAuthorizedException
-from litestar.params import JSONBody
+from litestar.params import Body
 from litestar.security.jwt import Token
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.http.auth import AccessTokens
-from app.http.problems import AUTHENTICATED, problems
+from app.http.problems import AUTHENTICATED, CLOSED, problems
 from app.http.schemas import AccessToken, LoginRequest, UserDetail, user_detail
 from app.repositories.users import UserRecord
 from app.services.auth import authenticate
@@ -30,7 +30,7 @@ BAD_CREDENTIALS = "Invalid username or password"
     responses=problems(400, 401, 413, 429, 503, described={401: f"{BAD_CREDENTIALS}, or the user is deactivated"}),
 )
 async def login(
-    data: JSONBody[LoginRequest],
+    data: Annotated[LoginRequest, Body(schema_extra=CLOSED)],
     sessions: NamedDependency[async_sessionmaker[AsyncSession]],
     hashing: NamedDependency[PasswordHashing],
     tokens: NamedDependency[AccessTokens],

@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from litestar import Request, Response, post
+from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency
 from litestar.openapi.spec import Example
 from litestar.params import Body
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.http.problems import problems
+from app.http.problems import CLOSED, problems
 from app.http.routes.admin import get_user
 from app.http.schemas import UserCreate, UserRead, user_read
 from app.services.passwords import PasswordHashing
@@ -33,6 +34,9 @@ from app.services.registration import register_user
             409: {"status_code": 409, "detail": "This username is already registered", "extra": {"field": "username"}}
         },
     ),
+    response_headers=[
+        ResponseHeader(name="Location", description="The new user's URL (GET it with a token)", documentation_only=True)
+    ],
     response_description="The new user, with the `user` role",
 )
 async def register(
@@ -50,7 +54,7 @@ async def register(
                     },
                 )
             ],
-            schema_extra={"additionalProperties": False},
+            schema_extra=CLOSED,
         ),
     ],
     session: NamedDependency[AsyncSession],
