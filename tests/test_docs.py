@@ -59,7 +59,12 @@ async def browse(url: str, tmp_path: Path, *what: str) -> str:
     process = await asyncio.create_subprocess_exec(
         *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
     )
-    out, _ = await asyncio.wait_for(process.communicate(), timeout=90)
+    try:
+        out, _ = await asyncio.wait_for(process.communicate(), timeout=90)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
     assert process.returncode == 0
     return out.decode(errors="replace")
 

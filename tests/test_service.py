@@ -11,6 +11,7 @@ import time
 import traceback
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 from litestar import Litestar
@@ -18,6 +19,7 @@ from litestar.testing import AsyncTestClient
 
 from app.db.server import start_embedded, stop_embedded
 from app.http.app import create_app
+from app.http.errors import database_is_unavailable
 from app.settings import PROJECT_ROOT, Settings
 from tests.conftest import FAST_HASHING
 from tests.databases import HEAD, Databases
@@ -187,3 +189,22 @@ def test_serve_refuses_a_database_behind_head_in_one_line(pg: Databases, empty_d
     assert result.returncode == 1
     assert f"not at the newest migration ({HEAD}); run `just migrate` first" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    ("error", "outage"),
+    [
+        (asyncpg.AdminShutdownError("terminating connection due to administrator command"), True),
+        (asyncpg.TooManyConnectionsError("sorry, too many clients already"), True),
+        (asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation"), True),
+        (asyncpg.InterfaceError("pool is closing"), True),
+        (asyncpg.InterfaceError("cannot perform operation: another operation is in progress"), False),
+        (asyncpg.DataError("invalid input for query argument $1"), False),
+        (asyncpg.UndefinedColumnError('column "nope" does not exist'), False),
+    ],
+    ids=lambda value: type(value).__name__ if isinstance(value, Exception) else str(value),
+)
+def test_asyncpg_errors_on_the_authenticated_read_are_503_only_when_the_database_is_out(
+    error: Exception, outage: bool
+) -> None:
+    assert database_is_unavailable(error) is outage

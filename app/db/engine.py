@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -33,7 +34,11 @@ def create_api_engine(
 
 
 async def create_lookup_pool(address: ServerAddress, settings: Settings) -> asyncpg.Pool:
-    """A small asyncpg pool beside the engine's, for the one read every authenticated request makes."""
+    """A small asyncpg pool beside the engine's, for the one read every authenticated request makes.
+
+    Half the engine's size (at least 2): one indexed read per request needs few connections, and the two pools
+    together stay within 1.5 x DB_POOL_SIZE connections per process.
+    """
     server_settings = {"application_name": "bikerental-api"}
     if settings.api_db_schema:
         server_settings["search_path"] = settings.api_db_schema
@@ -44,9 +49,20 @@ async def create_lookup_pool(address: ServerAddress, settings: Settings) -> asyn
         password=address.password,
         database=settings.api_db_name,
         min_size=1,
-        max_size=settings.db_pool_size,
+        max_size=max(2, settings.db_pool_size // 2),
         server_settings=server_settings,
+        # A read stuck behind a lock, or a server that does not answer, fails the request (503) instead of holding it.
+        timeout=settings.db_pool_timeout,
+        command_timeout=settings.db_pool_timeout,
     )
+
+
+async def close_lookup_pool(pool: asyncpg.Pool, grace: float = 10.0) -> None:
+    """Close the pool, waiting `grace` seconds for requests still using it; then cut their connections."""
+    try:
+        await asyncio.wait_for(pool.close(), grace)
+    except TimeoutError:
+        pool.terminate()
 
 
 @asynccontextmanager

@@ -13,7 +13,7 @@ from litestar.logging import LoggingConfig
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.db.engine import create_api_engine, create_lookup_pool
+from app.db.engine import close_lookup_pool, create_api_engine, create_lookup_pool
 from app.db.provision import prepare_api_database
 from app.http.auth import (
     RATE_LIMIT_STORE,
@@ -76,9 +76,11 @@ def create_app(settings: Settings | None = None, *, bootstrapped: bool = False) 
         finally:
             if hashing is not None:
                 hashing.close()
-            if lookup_pool is not None:
-                await lookup_pool.close()
-            await engine.dispose()
+            try:
+                if lookup_pool is not None:
+                    await close_lookup_pool(lookup_pool)
+            finally:
+                await engine.dispose()
 
     jwt_auth = build_jwt_auth(settings)
     tokens = AccessTokens(jwt_auth)

@@ -22,7 +22,7 @@ from app.roles import RoleName
 from app.settings import Settings
 
 # Handlers marked `exclude_from_auth=True` (sign-up, login, health) need no token; nor does the API's own document.
-PUBLIC_PATHS = ["^/schema"]
+PUBLIC_PATHS = ["^/schema(/|$)"]
 RATE_LIMIT_STORE = "rate_limit"
 
 

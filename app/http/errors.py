@@ -26,6 +26,9 @@ from app.errors import (
 logger = logging.getLogger("app.http")
 
 DATABASE_RETRY_AFTER = 5
+# Connection exceptions (08), insufficient resources such as too many connections (53), and the server shutting
+# down or restarting under a running query (57P01-57P03).
+_OUTAGE_SQLSTATES = ("08", "53", "57P01", "57P02", "57P03")
 # PostgreSQL refuses NUL in text (sqlstate 22021): the client sent it, so it is the client's error.
 _UNTRANSLATABLE_TEXT = "22021"
 
@@ -42,8 +45,12 @@ def database_is_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, OSError | sqlalchemy.exc.TimeoutError):
         return True
     # The authenticated read runs on asyncpg itself: its lost-connection errors are outages too.
-    if isinstance(exc, asyncpg.PostgresConnectionError | asyncpg.InterfaceError | asyncpg.CannotConnectNowError):
+    if isinstance(exc, asyncpg.PostgresError):
+        return str(getattr(exc, "sqlstate", "")).startswith(_OUTAGE_SQLSTATES)
+    if isinstance(exc, asyncpg.ConnectionDoesNotExistError):
         return True
+    if isinstance(exc, asyncpg.InterfaceError) and not isinstance(exc, asyncpg.DataError):
+        return "clos" in str(exc)  # "connection is closed", "pool is closing"; other misuse is a bug to see
     if isinstance(exc, sqlalchemy.exc.DBAPIError):
         return exc.connection_invalidated or isinstance(
             exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError
@@ -73,7 +80,8 @@ DOMAIN_STATUS: dict[type[DomainError], int] = {NotFoundError: 404, ConflictError
 
 def on_domain_error(request: Request[Any, Any, Any], exc: DomainError) -> Response[Any]:
     """One mapping for every refusal the account rules make."""
-    status = next((code for kind, code in DOMAIN_STATUS.items() if isinstance(exc, kind)), None)
+    # The nearest kind in the error's ancestry decides, whatever order the table lists them in.
+    status = next((DOMAIN_STATUS[kind] for kind in type(exc).__mro__ if kind in DOMAIN_STATUS), None)
     if status is None:
         return on_unexpected_error(request, exc)
     headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, UnavailableError) else None
