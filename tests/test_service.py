@@ -200,6 +200,7 @@ def test_serve_refuses_a_database_behind_head_in_one_line(pg: Databases, empty_d
         (asyncpg.InterfaceError("pool is closing"), True),
         (asyncpg.InterfaceError("cannot perform operation: another operation is in progress"), False),
         (asyncpg.DataError("invalid input for query argument $1"), False),
+        (asyncpg.QueryCanceledError("canceling statement due to statement timeout"), True),
         (asyncpg.UndefinedColumnError('column "nope" does not exist'), False),
     ],
     ids=lambda value: type(value).__name__ if isinstance(value, Exception) else str(value),

@@ -39,7 +39,10 @@ async def create_lookup_pool(address: ServerAddress, settings: Settings) -> asyn
     Half the engine's size (at least 2): one indexed read per request needs few connections, and the two pools
     together stay within 1.5 x DB_POOL_SIZE connections per process.
     """
-    server_settings = {"application_name": "bikerental-api"}
+    server_settings = {
+        "application_name": "bikerental-api",
+        "statement_timeout": str(round(settings.db_pool_timeout * 1000)),
+    }
     if settings.api_db_schema:
         server_settings["search_path"] = settings.api_db_schema
     return await asyncpg.create_pool(
@@ -51,9 +54,9 @@ async def create_lookup_pool(address: ServerAddress, settings: Settings) -> asyn
         min_size=1,
         max_size=max(2, settings.db_pool_size // 2),
         server_settings=server_settings,
-        # A read stuck behind a lock, or a server that does not answer, fails the request (503) instead of holding it.
+        # A server that does not answer fails the request (503) instead of holding it; so does a read stuck behind
+        # a lock, through the server's statement_timeout (a client-side command_timeout costs a timer per query).
         timeout=settings.db_pool_timeout,
-        command_timeout=settings.db_pool_timeout,
     )
 
 

@@ -26,9 +26,10 @@ from app.errors import (
 logger = logging.getLogger("app.http")
 
 DATABASE_RETRY_AFTER = 5
-# Connection exceptions (08), insufficient resources such as too many connections (53), and the server shutting
-# down or restarting under a running query (57P01-57P03).
-_OUTAGE_SQLSTATES = ("08", "53", "57P01", "57P02", "57P03")
+# Connection exceptions (08), insufficient resources such as too many connections (53), the server shutting down
+# or restarting under a running query (57P01-57P03), and the authenticated read cancelled by its statement_timeout
+# (57014): the database did not answer in time.
+_OUTAGE_SQLSTATES = ("08", "53", "57P01", "57P02", "57P03", "57014")
 # PostgreSQL refuses NUL in text (sqlstate 22021): the client sent it, so it is the client's error.
 _UNTRANSLATABLE_TEXT = "22021"
 
