@@ -18,6 +18,8 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     # Concurrently, outside the transaction: user_roles stays writable while the index builds on a big table.
     with op.get_context().autocommit_block():
+        # A build of it that stopped before left it INVALID, which `if_not_exists` would keep: start afresh.
+        op.drop_index("ix_user_roles_role_id_user_id", "user_roles", postgresql_concurrently=True, if_exists=True)
         op.create_index(
             "ix_user_roles_role_id_user_id",
             "user_roles",
