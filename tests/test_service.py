@@ -96,6 +96,11 @@ async def test_database_outage_is_503_everywhere_and_recovers(tmp_path: Path) ->
             assert refused.headers["retry-after"]
             me = await client.get("/api/v1/me", headers=bearer)
             assert (me.status_code, me.json()["detail"]) == (503, "The database is unavailable; retry shortly")
+            # The process itself is fine: a supervisor must not restart it; a balancer must send it nothing.
+            assert (await client.get("/health/live")).status_code == 200
+            not_ready = await client.get("/health/ready")
+            assert (not_ready.status_code, not_ready.json()["database"]) == (503, "unreachable")
+            assert not_ready.headers["retry-after"]
 
             # Another process brings the server back, as `just migrate` in a second terminal would.
             code = f"import pathlib, app.db.server as s; s.start_embedded(pathlib.Path({str(data_dir)!r}))"
@@ -209,3 +214,15 @@ def test_asyncpg_errors_on_the_authenticated_read_are_503_only_when_the_database
     error: Exception, outage: bool
 ) -> None:
     assert database_is_unavailable(error) is outage
+
+
+async def test_ready_only_at_the_newest_migration(pg: Databases, api_db: str) -> None:
+    async with AsyncTestClient(create_app(pg.settings(api_db, **FAST_HASHING))) as client:
+        assert (await client.get("/health/live")).json() == {"status": "ok", "database": "not checked"}
+        ready = await client.get("/health/ready")
+        assert (ready.status_code, ready.json()) == (200, {"status": "ready", "database": "ok", "schema": "at head"})
+        # As if another deploy's migration had run, or this one's not yet: this instance's code is not the schema's.
+        await pg.fetch(api_db, "UPDATE alembic_version SET version_num = '0001'")
+        behind = await client.get("/health/ready")
+        assert (behind.status_code, behind.json()["schema"]) == (503, "not at head")
+        assert (await client.get("/health")).status_code == 200  # /health stays as it was

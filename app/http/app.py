@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.db.engine import close_lookup_pool, create_api_engine, create_lookup_pool
+from app.db.migrations import Revisions, alembic_config
 from app.db.provision import prepare_api_database
 from app.http.auth import (
     RATE_LIMIT_STORE,
@@ -23,12 +24,18 @@ from app.http.auth import (
     rate_limit_store,
     without_global_security,
 )
-from app.http.dependencies import provide_engine, provide_hashing, provide_session, provide_sessions
+from app.http.dependencies import (
+    provide_engine,
+    provide_hashing,
+    provide_schema_heads,
+    provide_session,
+    provide_sessions,
+)
 from app.http.docs import docs_assets, openapi_config
 from app.http.errors import EXCEPTION_HANDLERS
 from app.http.routes.admin import get_user, grant, list_users, revoke, update_user
 from app.http.routes.auth import login, me
-from app.http.routes.health import health
+from app.http.routes.health import health, live, ready
 from app.http.routes.users import register
 from app.repositories.users import ActiveUserLookup
 from app.services.bootstrap import bootstrap_database
@@ -68,6 +75,7 @@ def create_app(settings: Settings | None = None, *, bootstrapped: bool = False) 
             # Measuring one hash takes a moment of CPU: keep it off the event loop.
             hashing = await asyncio.to_thread(PasswordHashing, settings)
             app.state.engine = engine
+            app.state.schema_heads = Revisions(alembic_config(settings, configure_logging=False)).heads
             lookup_pool = await create_lookup_pool(address, settings)
             app.state.user_lookup = ActiveUserLookup(lookup_pool, settings.db_pool_timeout)
             app.state.sessionmaker = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
@@ -87,6 +95,8 @@ def create_app(settings: Settings | None = None, *, bootstrapped: bool = False) 
     return Litestar(
         route_handlers=[
             health,
+            live,
+            ready,
             docs_assets(),
             Router(
                 API_PREFIX,
@@ -105,6 +115,7 @@ def create_app(settings: Settings | None = None, *, bootstrapped: bool = False) 
             "sessions": Provide(provide_sessions, sync_to_thread=False),
             "session": Provide(provide_session),
             "hashing": Provide(provide_hashing, sync_to_thread=False),
+            "schema_heads": Provide(provide_schema_heads, sync_to_thread=False),
             "tokens": Provide(lambda: tokens, sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]

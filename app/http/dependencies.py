@@ -35,6 +35,12 @@ async def provide_session(state: State) -> AsyncIterator[AsyncSession]:
         yield session
 
 
+def provide_schema_heads(state: State) -> frozenset[str]:
+    """The newest migration(s) this instance's code knows: readiness requires the database there."""
+    heads: frozenset[str] = state.schema_heads
+    return heads
+
+
 def provide_hashing(state: State) -> PasswordHashing:
     hashing: PasswordHashing = state.hashing
     return hashing

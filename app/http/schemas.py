@@ -30,6 +30,14 @@ class Health(msgspec.Struct):
     database: str
 
 
+class Readiness(msgspec.Struct):
+    """Whether this instance should get traffic: its database answers and is at the newest migration."""
+
+    status: Annotated[str, Meta(examples=["ready"])]
+    database: Annotated[str, Meta(examples=["ok"])]
+    schema: Annotated[str, Meta(examples=["at head"])]
+
+
 class UserDetail(UserRead):
     """A user as its owner and the admins see it."""
 

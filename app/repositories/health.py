@@ -1,9 +1,11 @@
-"""The health check's one query."""
+"""The health checks' queries."""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.db.migrations import database_revisions
 
 
 async def database_answers(engine: AsyncEngine) -> None:
@@ -12,3 +14,10 @@ async def database_answers(engine: AsyncEngine) -> None:
     async with engine.connect() as connection:
         await connection.execution_options(isolation_level="AUTOCOMMIT")
         await connection.execute(sa.text("SELECT 1"))
+
+
+async def schema_revisions(engine: AsyncEngine) -> frozenset[str]:
+    """The revisions the database is at, read through the pool; raises when the database does not answer."""
+    async with engine.connect() as connection:
+        await connection.execution_options(isolation_level="AUTOCOMMIT")
+        return await connection.run_sync(database_revisions)

@@ -1,4 +1,4 @@
-"""GET /health: the service and its database answer."""
+"""GET /health, /health/live and /health/ready: for people, for process supervisors, for load balancers."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from litestar.openapi.datastructures import ResponseSpec
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.http.errors import DATABASE_RETRY_AFTER, database_is_unavailable
-from app.http.schemas import Health
-from app.repositories.health import database_answers
+from app.http.schemas import Health, Readiness
+from app.repositories.health import database_answers, schema_revisions
 
 
 @get(
@@ -31,3 +31,40 @@ async def health(engine: NamedDependency[AsyncEngine]) -> Response[Health]:
             headers={"Retry-After": str(DATABASE_RETRY_AFTER)},
         )
     return Response(Health(status="ok", database="ok"))
+
+
+@get("/health/live", exclude_from_auth=True, summary="Liveness")
+async def live() -> Health:
+    """200 while the process answers at all; it asks nothing of the database (a supervisor restarts on failure)."""
+    return Health(status="ok", database="not checked")
+
+
+@get(
+    "/health/ready",
+    exclude_from_auth=True,
+    summary="Readiness",
+    responses={
+        503: ResponseSpec(
+            Readiness,
+            description="Send no traffic: the database does not answer, or is not at head",
+            generate_examples=False,
+        )
+    },
+)
+async def ready(
+    engine: NamedDependency[AsyncEngine], schema_heads: NamedDependency[frozenset[str]]
+) -> Response[Readiness]:
+    """200 when the database answers through the pool and is at the newest migration this instance knows."""
+    try:
+        current = await schema_revisions(engine)
+    except Exception as exc:
+        if not database_is_unavailable(exc):
+            raise
+        return _not_ready(Readiness(status="not ready", database="unreachable", schema="unknown"))
+    if current != schema_heads:
+        return _not_ready(Readiness(status="not ready", database="ok", schema="not at head"))
+    return Response(Readiness(status="ready", database="ok", schema="at head"))
+
+
+def _not_ready(body: Readiness) -> Response[Readiness]:
+    return Response(body, status_code=503, headers={"Retry-After": str(DATABASE_RETRY_AFTER)})
