@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     api_port: int = 8000
     # Deployments that migrate in a separate step set this to false: startup then only checks the revision.
     migrate_on_startup: bool = True
+    # On SIGTERM an instance turns not-ready at once and keeps serving this long, so a balancer stops sending it
+    # requests before it stops answering them (seconds; 0: stop at once).
+    drain_seconds: Annotated[float, Field(ge=0)] = 5.0
     db_pool_size: Annotated[int, Field(ge=1)] = 10
     db_pool_timeout: Annotated[float, Field(gt=0)] = 5.0
 

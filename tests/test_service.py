@@ -226,3 +226,34 @@ async def test_ready_only_at_the_newest_migration(pg: Databases, api_db: str) ->
         behind = await client.get("/health/ready")
         assert (behind.status_code, behind.json()["schema"]) == (503, "not at head")
         assert (await client.get("/health")).status_code == 200  # /health stays as it was
+
+
+async def test_sigterm_turns_the_instance_not_ready_then_it_drains_and_exits(pg: Databases, api_db: str) -> None:
+    port, drain = free_port(), 2.0
+    env = {**pg.env(api_db), **{k.upper(): str(v) for k, v in FAST_HASHING.items()}}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "app", "serve"],
+        env={**env, "API_PORT": str(port), "DRAIN_SECONDS": str(drain)},
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            await poll(client, "/health/ready", 200, deadline=60)
+            server.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            draining = await poll(client, "/health/ready", 503)
+            assert draining.json()["status"] == "draining"
+            # Still serving while the balancer notices: what reaches it now is answered, not dropped.
+            assert (await client.get("/health/live")).status_code == 200
+            assert (await client.post("/api/v1/register", json=SIGN_UP)).status_code == 201
+        output, _ = await asyncio.to_thread(server.communicate, timeout=30)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    assert server.returncode == 0, output
+    assert time.monotonic() - signalled >= drain
+    assert "Traceback" not in output

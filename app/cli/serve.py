@@ -6,6 +6,8 @@ import asyncio
 import gc
 import logging
 import signal
+import threading
+from types import FrameType
 
 import sqlalchemy as sa
 import uvicorn
@@ -14,6 +16,7 @@ from app.db.engine import create_api_engine
 from app.db.migrations import show_migration_steps
 from app.db.provision import prepare_api_database
 from app.http.app import create_app
+from app.http.dependencies import Drain
 from app.services.bootstrap import bootstrap_database
 from app.settings import Settings
 
@@ -27,6 +30,29 @@ async def _prepare(settings: Settings) -> str:
         return (await bootstrap_database(engine, settings)).summary()
     finally:
         await engine.dispose()
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, but on SIGTERM the instance turns not-ready at once and keeps serving for `drain_seconds`.
+
+    A balancer polling /health/ready stops sending requests before the instance stops answering them; uvicorn then
+    finishes what is in flight and exits. A second signal, or Ctrl-C, stops at once as before.
+    """
+
+    def __init__(self, config: uvicorn.Config, drain: Drain, drain_seconds: float) -> None:
+        super().__init__(config)
+        self.drain = drain
+        self.drain_seconds = drain_seconds
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if sig != signal.SIGTERM or self.drain.started or not self.drain_seconds:
+            super().handle_exit(sig, frame)
+            return
+        self.drain.started = True
+        logging.getLogger("app").info("SIGTERM: not ready any more; stopping in %g s", self.drain_seconds)
+        timer = threading.Timer(self.drain_seconds, lambda: setattr(self, "should_exit", True))
+        timer.daemon = True
+        timer.start()
 
 
 def serve(settings: Settings) -> None:
@@ -43,16 +69,17 @@ def serve(settings: Settings) -> None:
     # What the process loaded lives as long as it does: the collector need not walk it on every request's cycle.
     gc.collect()
     gc.freeze()
+    config = uvicorn.Config(
+        app,
+        host=settings.api_host,
+        port=settings.api_port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="info",
+    )
     try:
-        uvicorn.run(
-            app,
-            host=settings.api_host,
-            port=settings.api_port,
-            loop="uvloop",
-            http="httptools",
-            access_log=False,
-            log_level="info",
-        )
+        DrainingServer(config, app.state.drain, settings.drain_seconds).run()
     finally:
         # `uv run` forwards a second Ctrl-C: let the exit handlers (the embedded server's bookkeeping) finish.
         signal.signal(signal.SIGINT, signal.SIG_IGN)

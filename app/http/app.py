@@ -25,6 +25,8 @@ from app.http.auth import (
     without_global_security,
 )
 from app.http.dependencies import (
+    Drain,
+    provide_drain,
     provide_engine,
     provide_hashing,
     provide_schema_heads,
@@ -92,7 +94,7 @@ def create_app(settings: Settings | None = None, *, bootstrapped: bool = False) 
 
     jwt_auth = build_jwt_auth(settings)
     tokens = AccessTokens(jwt_auth)
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             health,
             live,
@@ -116,6 +118,7 @@ def create_app(settings: Settings | None = None, *, bootstrapped: bool = False) 
             "session": Provide(provide_session),
             "hashing": Provide(provide_hashing, sync_to_thread=False),
             "schema_heads": Provide(provide_schema_heads, sync_to_thread=False),
+            "drain": Provide(provide_drain, sync_to_thread=False),
             "tokens": Provide(lambda: tokens, sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
@@ -123,3 +126,5 @@ def create_app(settings: Settings | None = None, *, bootstrapped: bool = False) 
         logging_config=LoggingConfig(configure_root_logger=False, log_exceptions="never"),
         openapi_config=openapi_config(version="0.1.0"),
     )
+    app.state.drain = Drain()  # before the lifespan: the runner turns it on at SIGTERM
+    return app

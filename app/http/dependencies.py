@@ -7,12 +7,25 @@ callback, which Litestar calls without injection).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from litestar.datastructures import State
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.services.passwords import PasswordHashing
+
+
+@dataclass
+class Drain:
+    """Whether this instance is on its way out: not ready for new traffic, still answering what it gets."""
+
+    started: bool = False
+
+
+def provide_drain(state: State) -> Drain:
+    drain: Drain = state.drain
+    return drain
 
 
 def provide_engine(state: State) -> AsyncEngine:

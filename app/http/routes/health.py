@@ -7,6 +7,7 @@ from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.http.dependencies import Drain
 from app.http.errors import DATABASE_RETRY_AFTER, database_is_unavailable
 from app.http.schemas import Health, Readiness
 from app.repositories.health import database_answers, schema_revisions
@@ -52,9 +53,12 @@ async def live() -> Health:
     },
 )
 async def ready(
-    engine: NamedDependency[AsyncEngine], schema_heads: NamedDependency[frozenset[str]]
+    engine: NamedDependency[AsyncEngine], schema_heads: NamedDependency[frozenset[str]], drain: NamedDependency[Drain]
 ) -> Response[Readiness]:
-    """200 when the database answers through the pool and is at the newest migration this instance knows."""
+    """200 when the database answers through the pool and is at the newest migration this instance knows, and the
+    instance is not draining before it stops."""
+    if drain.started:
+        return _not_ready(Readiness(status="draining", database="not checked", schema="not checked"))
     try:
         current = await schema_revisions(engine)
     except Exception as exc:
