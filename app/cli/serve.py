@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import signal
@@ -15,6 +16,7 @@ import uvicorn
 from app.db.engine import create_api_engine
 from app.db.migrations import show_migration_steps
 from app.db.provision import prepare_api_database
+from app.errors import SetupError
 from app.http.app import create_app
 from app.http.dependencies import Drain
 from app.services.bootstrap import bootstrap_database
@@ -78,8 +80,13 @@ def serve(settings: Settings) -> None:
         access_log=False,
         log_level="info",
     )
+    server = DrainingServer(config, app.state.drain, settings.drain_seconds)
     try:
-        DrainingServer(config, app.state.drain, settings.drain_seconds).run()
+        # As uvicorn.run does: uvicorn raises the Ctrl-C again once it has shut down cleanly.
+        with contextlib.suppress(KeyboardInterrupt):
+            server.run()
     finally:
         # `uv run` forwards a second Ctrl-C: let the exit handlers (the embedded server's bookkeeping) finish.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if not server.started:
+        raise SetupError(f"the service did not start on {settings.api_host}:{settings.api_port}; see the lines above")
