@@ -81,8 +81,9 @@ psql *args:
 db-stop:
     {{ app }} db-stop
 
-# Run the test suite (arguments go to pytest)
+# Run the test suite (arguments go to pytest); compiles bytecode first, which commands the tests start then reuse
 test *args:
+    uv sync --quiet --compile-bytecode --inexact
     uv run pytest -n auto --maxprocesses 4 "$@"
 
 # Benchmark: GET /me against a bare Litestar app (wrk), hashing vs sign-ups, health under load, memory; a million users
