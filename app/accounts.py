@@ -25,8 +25,12 @@ Email = Annotated[
     str,
     Meta(
         max_length=320,
-        description="unique ignoring case; stored in lower case",
-        examples=["alice@example.com"],
+        # Litestar takes `format` from here (msgspec has no format of its own).
+        extra_json_schema={
+            "description": "unique ignoring case; stored in lower case",
+            "examples": ["alice@example.com"],
+            "extra": {"format": "email"},
+        },
     ),
 ]
 Password = Annotated[str, Meta(min_length=8, max_length=128, description="8–128 characters")]

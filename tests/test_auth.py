@@ -65,7 +65,17 @@ async def test_wrong_password_and_unknown_user_get_the_same_401(client: Client) 
     wrong = await client.post("/api/v1/login", json={"username": "alice", "password": "not the password"})
     unknown = await client.post("/api/v1/login", json={"username": "nobody", "password": PASSWORD})
     assert wrong.status_code == unknown.status_code == 401
-    assert wrong.json() == unknown.json() == {"status_code": 401, "detail": "Invalid username or password"}
+    assert (
+        wrong.json()
+        == unknown.json()
+        == {
+            "type": "about:blank",
+            "title": "Unauthorized",
+            "status": 401,
+            "detail": "Invalid username or password",
+        }
+    )
+    assert wrong.headers["content-type"] == "application/problem+json"
 
 
 async def test_unknown_users_cost_a_verification_too(pg: Databases, api_db: str) -> None:
@@ -134,7 +144,7 @@ async def test_me_refuses_a_bad_token(client: Client, case: str) -> None:
     }[case]
     response = await client.get("/api/v1/me", headers=headers)
     assert response.status_code == 401
-    assert set(response.json()) >= {"status_code", "detail"}
+    assert (response.json()["status"], response.headers["content-type"]) == (401, "application/problem+json")
 
 
 @pytest.fixture
@@ -268,7 +278,7 @@ async def test_numbers_beyond_any_row_are_a_clear_400(client: Client, people: di
         await client.get(f"/api/v1/users?after={10**18}", headers=admin),
     ]:
         assert response.status_code == 400, response.text
-        assert response.json()["status_code"] == 400
+        assert response.json()["status"] == 400
     soon = datetime.now(UTC) + timedelta(minutes=5)
     assert (await client.get("/api/v1/me", headers=forged(EXAMPLE_JWT_SECRET, str(too_big), soon))).status_code == 401
 
@@ -279,7 +289,7 @@ async def test_nul_characters_are_refused_and_change_nothing(
     admin = people["auth"]["root"]
     sign_up = {"username": "nul", "email": "nul@example.com", "password": PASSWORD, "full_name": "a\x00b"}
     refused_early = await client.post("/api/v1/register", json=sign_up)
-    assert refused_early.json()["extra"][0]["key"] == "full_name"  # before the costly hash, not by PostgreSQL after it
+    assert refused_early.json()["errors"][0]["key"] == "full_name"  # before the costly hash, not by PostgreSQL after it
     for response in [
         refused_early,
         await client.post("/api/v1/login", json={"username": "root\x00", "password": PASSWORD}),

@@ -126,8 +126,17 @@ async def test_every_operation_documents_the_errors_it_can_answer(base_url: str)
         "GET /health": {"200", "503"},
     }
     assert {operation: documented[operation] for operation in expected} == expected
-    error = document["components"]["schemas"]["ErrorBody"]
-    assert set(error["required"]) == {"status_code", "detail"}
+    error = document["components"]["schemas"]["Problem"]
+    assert set(error["required"]) == {"status", "title", "detail"}
+    # Clients that honour Retry-After find it documented wherever it is sent.
+    for operation, statuses in expected.items():
+        method, path = operation.split(" ")
+        responses = document["paths"][path][method.lower()]["responses"]
+        for status in statuses & {"429", "503"}:
+            assert "Retry-After" in responses[status]["headers"], (operation, status)
+        # Errors are problem details; the health checks answer 503 with their report, as 200 does.
+        for status in statuses - {"200", "201"} if not path.startswith("/health") else ():
+            assert list(responses[status]["content"]) == ["application/problem+json"], (operation, status)
 
 
 async def test_request_bodies_say_what_the_server_refuses(base_url: str) -> None:

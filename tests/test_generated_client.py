@@ -68,7 +68,7 @@ async def test_a_generated_client_registers_logs_in_and_reads_me(served: httpx.A
 
         refused = await me.asyncio_detailed(client=package.AuthenticatedClient(base_url=base, token="not-a-token"))
         assert refused.status_code == 401
-        assert isinstance(refused.parsed, models.ErrorBody)
+        assert isinstance(refused.parsed, models.Problem)
     finally:
         for name in [name for name in sys.modules if name.startswith("bikerental_client")]:
             del sys.modules[name]

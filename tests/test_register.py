@@ -73,9 +73,11 @@ async def test_taken_name_or_email_ignoring_case_is_409(
     response = await client.post("/api/v1/register", json={**GUIDE_EXAMPLE, **second})
     assert response.status_code == 409
     assert response.json() == {
-        "status_code": 409,
+        "type": "about:blank",
+        "title": "Conflict",
+        "status": 409,
         "detail": f"This {field} is already registered",
-        "extra": {"field": field},
+        "field": field,
     }
     assert len(await users(pg, api_db)) == 1
 
@@ -103,7 +105,7 @@ async def test_bad_input_is_400_naming_the_field(
 ) -> None:
     response = await client.post("/api/v1/register", json=body)
     assert response.status_code == 400
-    (error,) = response.json()["extra"]
+    (error,) = response.json()["errors"]
     assert error["key"] == field or f"unknown field `{field}`" in error["message"]
     assert await users(pg, api_db) == []
 
@@ -114,7 +116,7 @@ async def test_bad_input_is_400_naming_the_field(
 async def test_malformed_json_is_400(client: Client, pg: Databases, api_db: str, raw: bytes) -> None:
     response = await client.post("/api/v1/register", content=raw, headers={"Content-Type": "application/json"})
     assert response.status_code == 400
-    assert set(response.json()) >= {"status_code", "detail"}
+    assert set(response.json()) >= {"status", "title", "detail"}
     assert await users(pg, api_db) == []
 
 
@@ -159,7 +161,7 @@ async def test_openapi_documents_the_contract(client: Client) -> None:
     schemas = document["components"]["schemas"]
     assert schemas["UserCreate"]["additionalProperties"] is False
     assert schemas["UserRead"]["properties"]["roles"]["examples"] == [["user"]]
-    assert operation["responses"]["409"]["content"]["application/json"]["examples"]
+    assert operation["responses"]["409"]["content"]["application/problem+json"]["examples"]
     assert "hashed_password" not in str(document)
 
 
@@ -184,7 +186,7 @@ async def test_a_failing_insert_logs_no_password_or_hash(
     async with AsyncTestClient(create_app(pg.settings(api_db, **FAST_HASHING))) as client:
         response = await client.post("/api/v1/register", json={**GUIDE_EXAMPLE, "username": "bob"})
     assert response.status_code == 500
-    assert response.json() == {"status_code": 500, "detail": "Internal server error"}
+    assert (response.json()["status"], response.json()["detail"]) == (500, "Internal server error")
     assert "ck_users_no_bob" in caplog.text  # the bug is there to see
     assert "secret123" not in caplog.text
     assert "$argon2" not in caplog.text

@@ -51,7 +51,10 @@ async def test_sign_up_without_the_user_role_is_a_json_500_and_creates_no_user(
 ) -> None:
     await pg.fetch(api_db, "DELETE FROM roles WHERE name = 'user'")
     response = await client.post("/api/v1/register", json=SIGN_UP)
-    assert (response.status_code, response.json()) == (500, {"status_code": 500, "detail": "Internal server error"})
+    assert (response.status_code, response.json()) == (
+        500,
+        {"type": "about:blank", "title": "Internal Server Error", "status": 500, "detail": "Internal server error"},
+    )
     # The user and its role are one transaction: without the role, the user is rolled back too.
     assert await pg.fetch(api_db, "SELECT username FROM users") == []
 

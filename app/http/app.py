@@ -35,6 +35,7 @@ from app.http.dependencies import (
 )
 from app.http.docs import docs_assets, openapi_config
 from app.http.errors import EXCEPTION_HANDLERS
+from app.http.problems import ApiOperation
 from app.http.routes.admin import get_user, grant, list_users, revoke, update_user
 from app.http.routes.auth import login, me
 from app.http.routes.health import health, live, ready
@@ -126,5 +127,9 @@ def create_app(settings: Settings | None = None, *, bootstrapped: bool = False) 
         logging_config=LoggingConfig(configure_root_logger=False, log_exceptions="never"),
         openapi_config=openapi_config(version="0.1.0"),
     )
+    for route in app.routes:
+        for handler in getattr(route, "route_handlers", ()):
+            # Litestar takes the operation class per handler: set once here rather than on each decorator.
+            handler.operation_class = ApiOperation
     app.state.drain = Drain()  # before the lifespan: the runner turns it on at SIGTERM
     return app

@@ -1,17 +1,18 @@
-"""Map domain and database failures to JSON errors of one shape: `{status_code, detail, extra?}`."""
+"""Map every failure to one error shape: RFC 9457 problem details (`{type, title, status, detail, ...}`)."""
 
 from __future__ import annotations
 
 import logging
 import re
 import traceback
+from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
 import redis.exceptions
 import sqlalchemy.exc
-from litestar import MediaType, Request, Response
-from litestar.exceptions import TooManyRequestsException, ValidationException
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, TooManyRequestsException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from app.db.errors import constraint_name, driver_error, sqlstate
@@ -22,6 +23,7 @@ from app.errors import (
     NotFoundError,
     UnavailableError,
 )
+from app.http.problems import PROBLEM_MEDIA_TYPE, problem_body
 
 logger = logging.getLogger("app.http")
 
@@ -34,11 +36,12 @@ _OUTAGE_SQLSTATES = ("08", "53", "57P01", "57P02", "57P03", "57014")
 _UNTRANSLATABLE_TEXT = "22021"
 
 
-def error_response(status_code: int, detail: str, headers: dict[str, str] | None = None, **extra: Any) -> Response[Any]:
-    content: dict[str, Any] = {"status_code": status_code, "detail": detail}
-    if extra:
-        content["extra"] = extra
-    return Response(content, status_code=status_code, headers=headers, media_type=MediaType.JSON)
+def error_response(
+    status_code: int, detail: str, headers: Mapping[str, str] | None = None, **extensions: Any
+) -> Response[Any]:
+    """An error answer; `extensions` add members such as `field` or `errors`."""
+    body = problem_body(status_code, detail, **extensions)
+    return Response(body, status_code=status_code, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
 
 
 def database_is_unavailable(exc: BaseException) -> bool:
@@ -69,10 +72,9 @@ def on_validation_error(request: Request[Any, Any, Any], exc: ValidationExceptio
         named = _FIELD_IN_MESSAGE.search(str(error.get("message", "")))
         if error.get("key") == "data" and named:
             error["key"] = named.group(1)
-    content: dict[str, Any] = {"status_code": 400, "detail": exc.detail}
-    if errors:
-        content["extra"] = errors
-    return Response(content, status_code=400, media_type=MediaType.JSON)
+    if not errors:
+        return error_response(400, exc.detail)
+    return error_response(400, exc.detail, errors=errors)
 
 
 # Each kind of domain error, its status; the most specific class that matches wins.
@@ -86,8 +88,8 @@ def on_domain_error(request: Request[Any, Any, Any], exc: DomainError) -> Respon
     if status is None:
         return on_unexpected_error(request, exc)
     headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, UnavailableError) else None
-    extra = {"field": exc.field} if isinstance(exc, AlreadyRegisteredError) else {}
-    return error_response(status, str(exc), headers=headers, **extra)
+    extensions = {"field": exc.field} if isinstance(exc, AlreadyRegisteredError) else {}
+    return error_response(status, str(exc), headers=headers, **extensions)
 
 
 def on_database_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
@@ -126,6 +128,13 @@ def on_rate_limited(request: Request[Any, Any, Any], exc: TooManyRequestsExcepti
     return error_response(429, "Too many attempts from this address; retry later", headers=headers)
 
 
+def on_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    """Litestar's own refusals (401, 403, 404, 405, 413, ...) in the same shape as ours."""
+    if exc.status_code >= HTTP_500_INTERNAL_SERVER_ERROR:
+        return on_unexpected_error(request, exc)
+    return error_response(exc.status_code, exc.detail, headers=exc.headers)
+
+
 def on_unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     logger.exception("unexpected error on %s %s", request.method, request.url.path)
     return error_response(500, "Internal server error")
@@ -133,6 +142,7 @@ def on_unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Resp
 
 EXCEPTION_HANDLERS = {
     HTTP_500_INTERNAL_SERVER_ERROR: on_unexpected_error,
+    HTTPException: on_http_error,
     ValidationException: on_validation_error,
     DomainError: on_domain_error,
     redis.exceptions.RedisError: on_rate_limit_store_error,

@@ -29,10 +29,8 @@ from app.services.registration import register_user
         413,
         429,
         503,
-        described={409: "The username or email is taken (ignoring case); `extra` names it"},
-        examples={
-            409: {"status_code": 409, "detail": "This username is already registered", "extra": {"field": "username"}}
-        },
+        described={409: "The username or email is taken (ignoring case); `field` names it"},
+        examples={409: {"detail": "This username is already registered", "field": "username"}},
     ),
     response_headers=[
         ResponseHeader(name="Location", description="The new user's URL (GET it with a token)", documentation_only=True)
