@@ -209,6 +209,11 @@ async def test_admin_grants_revokes_and_deactivates(client: Client, people: dict
     assert (revoked.status_code, revoked.json()["roles"]) == (200, ["user"])
     assert (await client.put(f"/api/v1/users/{joe_id}/roles/owner", headers=admin)).status_code == 404
     assert (await client.put("/api/v1/users/9999/roles/admin", headers=admin)).status_code == 404
+    # The document says boolean: 0 and "false" are refused, not taken for false.
+    for lax in (0, "false"):
+        refused = await client.patch(f"/api/v1/users/{joe_id}", json={"is_active": lax}, headers=admin)
+        assert (refused.status_code, refused.json()["errors"][0]["key"]) == (400, "is_active")
+    assert (await client.get("/api/v1/me", headers=joe)).status_code == 200
     off = await client.patch(f"/api/v1/users/{joe_id}", json={"is_active": False}, headers=admin)
     assert (off.status_code, off.json()["is_active"]) == (200, False)
     assert (await client.get("/api/v1/me", headers=joe)).status_code == 401
@@ -290,9 +295,11 @@ async def test_nul_characters_are_refused_and_change_nothing(
     sign_up = {"username": "nul", "email": "nul@example.com", "password": PASSWORD, "full_name": "a\x00b"}
     refused_early = await client.post("/api/v1/register", json=sign_up)
     assert refused_early.json()["errors"][0]["key"] == "full_name"  # before the costly hash, not by PostgreSQL after it
+    # No name can hold NUL, so logging in with one is logging in as nobody.
+    nobody = await client.post("/api/v1/login", json={"username": "root\x00", "password": PASSWORD})
+    assert (nobody.status_code, nobody.json()["detail"]) == (401, "Invalid username or password")
     for response in [
         refused_early,
-        await client.post("/api/v1/login", json={"username": "root\x00", "password": PASSWORD}),
         await client.put(f"/api/v1/users/{people['ids']['joe']}/roles/ad%00min", headers=admin),
         await client.get("/api/v1/users?role=%00", headers=admin),
     ]:

@@ -48,9 +48,9 @@ async def test_a_generated_client_registers_logs_in_and_reads_me(served: httpx.A
     try:
         api = importlib.import_module("bikerental_client.api.default")
         models = importlib.import_module("bikerental_client.models")
-        register = importlib.import_module(f"{api.__name__}.api_v1_register_register")
-        login = importlib.import_module(f"{api.__name__}.api_v1_login_login")
-        me = importlib.import_module(f"{api.__name__}.api_v1_me_me")
+        register = importlib.import_module(f"{api.__name__}.register")
+        login = importlib.import_module(f"{api.__name__}.login")
+        me = importlib.import_module(f"{api.__name__}.me")
         base = str(served.base_url)
 
         client = package.Client(base_url=base)

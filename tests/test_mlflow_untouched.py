@@ -10,24 +10,25 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 import sqlalchemy as sa
+from litestar.testing import TestClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from app.cli import main
 from app.cli.mlflow import backend_store_uri, mlflow_address
 from app.db.server import embedded_bin_dir
+from app.http.app import create_app
 from app.settings import PROJECT_ROOT, Settings
 from tests.conftest import FAST_HASHING, mlflow_db_upgrade
-from tests.databases import Databases, run_app
+from tests.databases import Databases
 
 SERVE_DEADLINE = 60.0
 # `just mlflow` may first install the `mlflow` extra (from uv's cache: seconds) before MLflow starts.
@@ -96,14 +97,14 @@ class Layout:
 
     mlflow_database: str
     mlflow_schema: str
-    settings: dict[str, str]
+    settings: dict[str, str]  # Settings fields
 
 
 @pytest.fixture(params=["two databases", "one database, two schemas"])
 def layout(request: pytest.FixtureRequest, pg: Databases, filled_mlflow_db: str, api_db_name: str) -> Iterator[Layout]:
     """The guide's layout (a database each), or one database with MLflow in schema `tracking` and the API in `api`."""
     if request.param == "two databases":
-        yield Layout(filled_mlflow_db, "public", {"API_DB_NAME": api_db_name, "POSTGRES_DB": filled_mlflow_db})
+        yield Layout(filled_mlflow_db, "public", {"api_db_name": api_db_name, "postgres_db": filled_mlflow_db})
         return
     shared = pg.create(pg.new_name("shared"), template=filled_mlflow_db)
     pg.query(shared, "ALTER SCHEMA public RENAME TO tracking")
@@ -113,7 +114,7 @@ def layout(request: pytest.FixtureRequest, pg: Databases, filled_mlflow_db: str,
     uri = url.render_as_string(hide_password=False)
     mlflow_db_upgrade(uri)
     MlflowClient(tracking_uri=uri).create_experiment("bikes-shared", artifact_location="file:///tmp/bikes-shared")
-    yield Layout(shared, "tracking", {"API_DB_NAME": shared, "POSTGRES_DB": shared, "API_DB_SCHEMA": "api"})
+    yield Layout(shared, "tracking", {"api_db_name": shared, "postgres_db": shared, "api_db_schema": "api"})
     pg.drop(shared)
 
 
@@ -163,68 +164,43 @@ def stop(process: subprocess.Popen[bytes], signum: int = signal.SIGTERM) -> int:
     return process.wait(timeout=30)
 
 
-def serve_and_register(env: dict[str, str], tmp_path: Path) -> None:
-    """`python -m app serve` (which migrates and seeds first) and sign-ups through its HTTP API."""
-    port = free_port()
-    log = tmp_path / "serve.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "app", "serve"],
-            env={**env, "API_HOST": "127.0.0.1", "API_PORT": str(port)},
-            cwd=PROJECT_ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        wait_for(lambda: answers(f"{base}/health"), process, log, SERVE_DEADLINE)
+def serve_and_register(settings: Settings) -> None:
+    """The service's startup (which migrates and seeds first) and sign-ups through its HTTP API."""
+    with TestClient(create_app(settings)) as client:
         for name in ("alice", "bob"):
             body = {"username": name, "email": f"{name}@example.com", "password": "secret123", "full_name": name}
-            assert httpx.post(f"{base}/api/v1/register", json=body, timeout=30).status_code == 201
+            assert client.post("/api/v1/register", json=body).status_code == 201
         duplicate = {"username": "ALICE", "email": "other@example.com", "password": "secret123"}
-        assert httpx.post(f"{base}/api/v1/register", json=duplicate, timeout=30).status_code == 409
-    finally:
-        stop(process)
+        assert client.post("/api/v1/register", json=duplicate).status_code == 409
 
 
 def test_no_api_command_changes_mlflows_database(pg: Databases, layout: Layout, tmp_path: Path) -> None:
-    api_schema = layout.settings.get("API_DB_SCHEMA")
+    api_schema = layout.settings.get("api_db_schema")
     before = snapshot(pg, layout.mlflow_database, api_schema)
     assert before.tables[f"{layout.mlflow_schema}.runs"][0] == 4
     assert before.tables[f"{layout.mlflow_schema}.metrics"][0] == 4 * 5
-    api_database = layout.settings["API_DB_NAME"]
-    env = {
-        **pg.env(api_database),
-        # MLflow's database is the configured one, beside the API's on the same server (or the same database).
-        **layout.settings,
-        "BACKUP_DIR": str(tmp_path / "backups"),
-        **{name.upper(): str(value) for name, value in FAST_HASHING.items()},
-    }
+    api_database = layout.settings["api_db_name"]
+    # MLflow's database is the configured one, beside the API's on the same server (or the same database).
+    settings = pg.settings(api_database, **layout.settings, backup_dir=tmp_path / "backups", **FAST_HASHING)
     versions = tmp_path / "versions"
     versions.mkdir()
-    # Every command a person runs on the API database; `serve` below migrates and seeds again after the reset.
-    # The commands of one step change nothing in the API database: they run at once, which keeps the test short.
-    steps = [
-        [["init"]],
-        [
-            ["migrate"],
-            ["seed"],
-            ["backup"],
-            ["revision", "Autogenerate against the shared server", "--version-path", str(versions)],
-            ["check"],
-        ],
-        [["downgrade", "base"]],
-        [["restore", "--yes"]],
-        [["reset", "--yes"]],
+    # Every command a person runs on the API database; the service's startup below migrates and seeds again after
+    # the reset.
+    commands = [
+        ["init"],
+        ["migrate"],
+        ["seed"],
+        ["backup"],
+        ["revision", "Autogenerate against the shared server", "--version-path", str(versions)],
+        ["check"],
+        ["downgrade", "base"],
+        ["restore", "--yes"],
+        ["reset", "--yes"],
     ]
-    for step in steps:
-        with ThreadPoolExecutor() as pool:
-            results = list(pool.map(lambda args: run_app(args, env), step))
-        for args, result in zip(step, results, strict=True):
-            assert result.returncode == 0, f"{' '.join(args)}: {result.stderr}"
+    for args in commands:
+        assert main(args, settings=settings) == 0, " ".join(args)
     assert len(list(versions.glob("*.py"))) == 1
-    serve_and_register(env, tmp_path)
+    serve_and_register(settings)
 
     users = pg.query(api_database, f"SELECT username FROM {api_schema or 'public'}.users ORDER BY id")
     assert [row[0] for row in users] == ["alice", "bob"]

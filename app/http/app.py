@@ -24,6 +24,7 @@ from app.http.auth import (
     rate_limit_store,
     without_global_security,
 )
+from app.http.bodies import strict_body
 from app.http.dependencies import (
     Drain,
     provide_drain,
@@ -35,7 +36,7 @@ from app.http.dependencies import (
 )
 from app.http.docs import docs_assets, openapi_config
 from app.http.errors import EXCEPTION_HANDLERS
-from app.http.problems import ApiOperation
+from app.http.openapi import ApiOperation
 from app.http.routes.admin import get_user, grant, list_users, revoke, update_user
 from app.http.routes.auth import login, me
 from app.http.routes.health import health, live, ready
@@ -103,6 +104,7 @@ def create_app(settings: Settings | None = None, *, bootstrapped: bool = False) 
             docs_assets(),
             Router(
                 API_PREFIX,
+                before_request=strict_body,
                 route_handlers=[
                     Router("/", route_handlers=THROTTLED_HANDLERS, middleware=[rate_limit(settings).middleware]),
                     # The document puts the bearer token on these operations only, where the service asks for it.
@@ -130,6 +132,7 @@ def create_app(settings: Settings | None = None, *, bootstrapped: bool = False) 
     for route in app.routes:
         for handler in getattr(route, "route_handlers", ()):
             # Litestar takes the operation class per handler: set once here rather than on each decorator.
-            handler.operation_class = ApiOperation
+            if not issubclass(handler.operation_class, ApiOperation):
+                handler.operation_class = ApiOperation
     app.state.drain = Drain()  # before the lifespan: the runner turns it on at SIGTERM
     return app

@@ -14,6 +14,8 @@ from litestar.openapi.plugins import JsonRenderPlugin, RedocRenderPlugin, Swagge
 from litestar.router import Router
 from litestar.static_files import create_static_files_router
 
+from app.http.openapi import operation_id
+
 DOCS_PATH = "/schema"
 ASSETS_PATH = f"{DOCS_PATH}/assets"
 _ASSETS = Path(str(importlib.resources.files("drf_spectacular_sidecar") / "static" / "drf_spectacular_sidecar"))
@@ -28,6 +30,7 @@ def openapi_config(version: str) -> OpenAPIConfig:
         version=version,
         description="User accounts for the bike-rental service.",
         path=DOCS_PATH,
+        operation_id_creator=operation_id,
         render_plugins=[
             RedocRenderPlugin(
                 js_url=f"{ASSETS_PATH}/redoc/bundles/redoc.standalone.js",

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Annotated, Any
 
 import msgspec
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import Example, OpenAPIHeader, OpenAPIResponse, Operation, Schema
-from litestar.openapi.spec.enums import OpenAPIType
+from litestar.openapi.spec import Example
 from msgspec import Meta
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -49,8 +47,6 @@ MEANINGS = {
     429: "Too many attempts from this address; retry after `Retry-After` seconds",
     503: "The database is unavailable or the service is saturated; retry after `Retry-After` seconds",
 }
-# Statuses whose answers carry Retry-After.
-RETRY_STATUSES = ("429", "503")
 
 
 def problems(
@@ -71,19 +67,6 @@ def problems(
         )
         for status in statuses
     }
-
-
-@dataclass
-class ApiOperation(Operation):
-    """An operation of this API: its 429 and 503 answers document their `Retry-After` header."""
-
-    def __post_init__(self) -> None:
-        retry_after = OpenAPIHeader(
-            description="Seconds to wait before retrying", schema=Schema(type=OpenAPIType.INTEGER, minimum=0)
-        )
-        for status, response in (self.responses or {}).items():
-            if status in RETRY_STATUSES and isinstance(response, OpenAPIResponse):
-                response.headers = {**(response.headers or {}), "Retry-After": retry_after}
 
 
 # What a body of this API's says in its schema: unknown fields are refused (msgspec's forbid_unknown_fields, which

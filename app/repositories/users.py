@@ -126,6 +126,8 @@ class UserRepository:
 
     async def find_credentials(self, identifier: str) -> tuple[UserRecord, str] | None:
         """The user whose username or email is `identifier` (ignoring case), with its password hash."""
+        if "\x00" in identifier:
+            return None  # PostgreSQL text cannot hold NUL, so no name or email has one (and it would refuse to compare)
         row = (await self.session.exec(_CREDENTIALS, params={"identifier": identifier})).one_or_none()
         if row is None:
             return None

@@ -7,12 +7,14 @@ from typing import Annotated, Any
 from litestar import Request, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import NotAuthorizedException
+from litestar.openapi.spec import Link
 from litestar.params import Body
 from litestar.security.jwt import Token
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.http.auth import AccessTokens
+from app.http.openapi import linked
 from app.http.problems import AUTHENTICATED, CLOSED, problems
 from app.http.schemas import AccessToken, LoginRequest, UserDetail, user_detail
 from app.repositories.users import UserRecord
@@ -28,6 +30,14 @@ BAD_CREDENTIALS = "Invalid username or password"
     summary="Log in",
     status_code=200,
     responses=problems(400, 401, 413, 429, 503, described={401: f"{BAD_CREDENTIALS}, or the user is deactivated"}),
+    operation_class=linked(
+        200,
+        CurrentUser=Link(
+            operation_id="me",
+            parameters={"header.Authorization": "Bearer {$response.body#/access_token}"},
+            description="Read the user the token belongs to",
+        ),
+    ),
 )
 async def login(
     data: Annotated[LoginRequest, Body(schema_extra=CLOSED)],

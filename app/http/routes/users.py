@@ -7,10 +7,11 @@ from typing import Annotated, Any
 from litestar import Request, Response, post
 from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency
-from litestar.openapi.spec import Example
+from litestar.openapi.spec import Example, Link
 from litestar.params import Body
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.http.openapi import linked
 from app.http.problems import CLOSED, problems
 from app.http.routes.admin import get_user
 from app.http.schemas import UserCreate, UserRead, user_read
@@ -36,6 +37,14 @@ from app.services.registration import register_user
         ResponseHeader(name="Location", description="The new user's URL (GET it with a token)", documentation_only=True)
     ],
     response_description="The new user, with the `user` role",
+    operation_class=linked(
+        201,
+        LogIn=Link(
+            operation_id="login",
+            request_body={"username": "$request.body#/username", "password": "$request.body#/password"},
+            description="Log in as the new user",
+        ),
+    ),
 )
 async def register(
     data: Annotated[
