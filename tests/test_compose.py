@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -21,6 +22,8 @@ from tests.databases import Databases
 
 COMPOSE_FILE = PROJECT_ROOT / "compose.yaml"
 EVERY_INTERFACE = "0.0.0.0"  # noqa: S104 (what a container must listen on; compared here, never bound)
+# Variables of compose's own, not the service's settings: how many API instances run behind the balancer.
+COMPOSE_ONLY = {"API_REPLICAS": "3"}
 INTERPOLATION = re.compile(r"(?<!\$)\$\{(\w+)(?::-([^}]*))?\}")
 
 
@@ -66,6 +69,12 @@ def test_every_variable_defaults_to_the_settings_default_and_is_documented(compo
     found = INTERPOLATION.findall(COMPOSE_FILE.read_text())
     assert {name for name, _ in found} >= {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB", "API_DB_NAME"}
     for name, default in found:
+        if name in COMPOSE_ONLY:
+            assert default == COMPOSE_ONLY[name]
+            assert re.search(rf"^# {name}={re.escape(default)}$", example, re.MULTILINE), (
+                f"{name} is not in .env.example"
+            )
+            continue
         expected = getattr(defaults, name.lower())
         assert default == (expected.get_secret_value() if hasattr(expected, "get_secret_value") else str(expected))
         assert re.search(rf"^{name}={re.escape(default)}$", example, re.MULTILINE), f"{name} is not in .env.example"
@@ -101,26 +110,80 @@ def test_mlflow_image_is_the_version_in_the_lock_file(compose: dict[str, Any]) -
     assert f"FROM ghcr.io/mlflow/mlflow:v{locked}\n" in service(compose, "mlflow")["build"]["dockerfile_inline"]
 
 
-def test_api_migrates_seeds_and_serves_on_the_shared_database(compose: dict[str, Any]) -> None:
-    api = service(compose, "api")
-    env = api["environment"]
+def test_migrate_step_runs_once_straight_to_postgresql(compose: dict[str, Any]) -> None:
+    migrate = service(compose, "migrate")
+    assert migrate["command"] == ["/srv/.venv/bin/python", "-m", "app", "init"]
+    assert migrate["restart"] == "no"
+    env = migrate["environment"]
+    # Not through the pooler: migrations hold a session lock and may build indexes concurrently.
     assert (env["API_DB_HOST"], env["API_DB_PORT"]) == ("mlflow-db", "5432")
-    assert (env["API_HOST"], env["API_PORT"]) == (EVERY_INTERFACE, "8000")
     assert env["API_DB_NAME"] == "${API_DB_NAME:-bikerental_api}"
     assert env["POSTGRES_DB"] == "${POSTGRES_DB:-mlflow}"  # so the settings can refuse an API database named like it
-    # Its tokens may be signed with the example secret: reachable from this machine only.
-    assert api["ports"] == ["127.0.0.1:8000:8000"]
-    assert api["volumes"] == ["api-backups:/srv/backups"]  # BACKUP_DIR's default in the image's /srv
+    assert migrate["volumes"] == ["api-backups:/srv/backups"]  # BACKUP_DIR's default in the image's /srv
     assert "api-backups" in compose["volumes"]
-    assert waits_for_healthy_db(api)
-    assert "http://127.0.0.1:8000/health" in " ".join(api["healthcheck"]["test"])
-    dockerfile = api["build"]["dockerfile_inline"]
-    # `serve` migrates and seeds before it listens (MIGRATE_ON_STARTUP defaults to true).
-    assert 'CMD ["/srv/.venv/bin/python", "-m", "app", "serve"]' in dockerfile
-    assert "MIGRATE_ON_STARTUP" not in env
+    assert waits_for_healthy_db(migrate)
+    dockerfile = migrate["build"]["dockerfile_inline"]
     copied = {part for line in dockerfile.splitlines() if line.startswith("COPY ") for part in line.split()[1:-1]}
     assert copied == {"pyproject.toml", "uv.lock", "alembic.ini", "alembic", "app"}
     assert all((PROJECT_ROOT / path).exists() for path in copied)
+
+
+def test_instances_start_after_the_migrate_step_and_go_through_pgbouncer(compose: dict[str, Any]) -> None:
+    api = service(compose, "api")
+    assert api["build"] == service(compose, "migrate")["build"]  # one image for the step and the instances
+    assert 'CMD ["/srv/.venv/bin/python", "-m", "app", "serve"]' in api["build"]["dockerfile_inline"]
+    assert "command" not in api
+    assert api["deploy"]["replicas"] == "${API_REPLICAS:-3}"
+    env = api["environment"]
+    assert (env["API_DB_HOST"], env["API_DB_PORT"], env["API_DB_PGBOUNCER"]) == ("pgbouncer", "6432", "true")
+    assert (env["MIGRATION_DB_HOST"], env["MIGRATION_DB_PORT"]) == ("mlflow-db", "5432")
+    assert env["MIGRATE_ON_STARTUP"] == "false"
+    assert env["REDIS_URL"] == "redis://redis:6379/0"  # rate limits count across instances
+    assert (env["API_HOST"], env["API_PORT"]) == (EVERY_INTERFACE, "8000")
+    assert float(env["DRAIN_SECONDS"]) > 0
+    assert api["depends_on"] == {
+        "migrate": {"condition": "service_completed_successfully"},
+        "pgbouncer": {"condition": "service_healthy"},
+        "redis": {"condition": "service_healthy"},
+    }
+    assert "ports" not in api  # only the balancer is published
+    assert "http://127.0.0.1:8000/health/ready" in " ".join(api["healthcheck"]["test"])
+
+
+@pytest.mark.parametrize("name", ["migrate", "api"])
+def test_every_variable_the_api_gets_is_a_setting(compose: dict[str, Any], name: str) -> None:
+    fields = {field.upper() for field in Settings.model_fields}
+    assert set(service(compose, name)["environment"]) <= fields
+
+
+def test_pgbouncer_pools_transactions_for_the_api_database(compose: dict[str, Any]) -> None:
+    pgbouncer = service(compose, "pgbouncer")
+    (config,) = pgbouncer["configs"]
+    ini = compose["configs"][config["source"]]["content"]
+    assert config["target"] == "/etc/pgbouncer/pgbouncer.ini"
+    assert "* = host=mlflow-db port=5432" in ini
+    assert re.search(r"^pool_mode = transaction$", ini, re.MULTILINE)
+    assert re.search(r"^listen_port = 6432$", ini, re.MULTILINE)
+    assert "FROM debian:bookworm" in pgbouncer["build"]["dockerfile_inline"]  # Debian's PgBouncer, as in the tests
+    assert waits_for_healthy_db(pgbouncer)
+
+
+def test_the_balancer_sends_traffic_to_ready_instances_only(compose: dict[str, Any], tmp_path: Path) -> None:
+    lb = service(compose, "lb")
+    assert lb["ports"] == ["127.0.0.1:8000:8000"]  # tokens may be signed with the example secret: this machine only
+    assert lb["depends_on"] == {"api": {"condition": "service_healthy"}}
+    (config,) = lb["configs"]
+    cfg = compose["configs"][config["source"]]["content"]
+    assert "option httpchk GET /health/ready" in cfg
+    assert "server-template api" in cfg
+    haproxy = shutil.which("haproxy")
+    if haproxy is None:
+        if os.environ.get("CI"):
+            raise AssertionError("haproxy is not installed: .ci/run installs it (apt-get install haproxy)")
+        pytest.skip("haproxy is not installed (apt-get install haproxy)")
+    (tmp_path / "haproxy.cfg").write_text(cfg)
+    checked = subprocess.run([haproxy, "-c", "-f", str(tmp_path / "haproxy.cfg")], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 def test_api_image_and_process_leave_mlflow_out(compose: dict[str, Any]) -> None:
@@ -137,7 +200,7 @@ def test_api_image_and_process_leave_mlflow_out(compose: dict[str, Any]) -> None
 
 def test_root_stays_small(compose: dict[str, Any]) -> None:
     assert not (PROJECT_ROOT / "Dockerfile").exists()
-    for name in ("mlflow", "api"):
+    for name in ("mlflow", "migrate", "api", "pgbouncer"):
         assert "dockerfile" not in service(compose, name)["build"]
 
 

@@ -62,6 +62,7 @@ async def test_schemathesis_finds_no_contract_failure(pg: Databases, api_db: str
             f"--report-ndjson-path={events}",
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
+            cwd=tmp_path,  # where it keeps its cache of crashes
         )
         output = (await process.communicate())[0].decode()
     assert process.returncode == 0, output
