@@ -11,8 +11,8 @@ import asyncpg
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from app.db.provision import prepare_api_database
-from app.db.server import ServerAddress
+from app.db.provision import ensure_database, prepare_api_database
+from app.db.server import ServerAddress, direct_address
 from app.settings import Settings
 
 # How the sessions that change the schema show in pg_stat_activity: the one holding the lock, and those waiting.
@@ -69,11 +69,9 @@ async def close_lookup_pool(pool: asyncpg.Pool, grace: float = 10.0) -> None:
 
 
 @asynccontextmanager
-async def single_connection(
-    settings: Settings, application_name: str = MIGRATION_APPLICATION_NAME
+async def _connection(
+    address: ServerAddress, settings: Settings, application_name: str
 ) -> AsyncIterator[AsyncConnection]:
-    """One connection of its own, outside a transaction, for a command that runs and exits."""
-    address = await prepare_api_database(settings)
     engine = create_api_engine(address, settings, application_name=application_name, poolclass=sa.NullPool)
     try:
         async with engine.connect() as connection:
@@ -83,7 +81,22 @@ async def single_connection(
 
 
 @asynccontextmanager
+async def single_connection(
+    settings: Settings, application_name: str = MIGRATION_APPLICATION_NAME
+) -> AsyncIterator[AsyncConnection]:
+    """One connection of its own to the server itself, outside a transaction, for a command that runs and exits.
+
+    Never through PgBouncer: the session lock and settings a migration takes must last as long as it does.
+    """
+    address = direct_address(settings)
+    await ensure_database(address, settings.api_db_name)
+    async with _connection(address, settings, application_name) as connection:
+        yield connection
+
+
+@asynccontextmanager
 async def api_connection(settings: Settings) -> AsyncIterator[AsyncConnection]:
-    """One connection in one transaction, for a command that runs and exits."""
-    async with single_connection(settings, "bikerental-api") as connection, connection.begin():
+    """One connection in one transaction, where the service connects, for a command that runs and exits."""
+    address = await prepare_api_database(settings)
+    async with _connection(address, settings, "bikerental-api") as connection, connection.begin():
         yield connection
