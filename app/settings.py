@@ -36,6 +36,12 @@ class Settings(BaseSettings):
     # missing), so the API can share one database with MLflow in another schema. Unset: the server's default schema.
     api_db_schema: str | None = None
     embedded_db_dir: Path = PROJECT_ROOT / ".data" / "postgres"
+    # True: API_DB_HOST:API_DB_PORT is PgBouncer in transaction mode, so no connection keeps session state there.
+    api_db_pgbouncer: bool = False
+    # The server itself, for what a transaction pooler cannot carry: session advisory locks, concurrent index builds,
+    # pg_dump, CREATE DATABASE. Each unset one is API_DB_HOST's or API_DB_PORT's.
+    migration_db_host: str | None = None
+    migration_db_port: int | None = None
 
     # Migrations fail fast instead of queueing every request behind a lock they wait for (seconds; 0: no limit).
     migration_lock_timeout: Annotated[float, Field(ge=0)] = 5.0
@@ -99,6 +105,23 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _pooler_needs_a_configured_server(self) -> Settings:
+        # The embedded server has no pooler in front of it, and its commands must reach the same server the service
+        # uses.
+        given = {
+            "API_DB_PGBOUNCER": self.api_db_pgbouncer,
+            "MIGRATION_DB_HOST": self.migration_db_host,
+            "MIGRATION_DB_PORT": self.migration_db_port,
+        }
+        setting = next((name for name, value in given.items() if value), None)
+        if self.embedded and setting:
+            raise ValueError(
+                f"{setting} is set but API_DB_HOST is not: set API_DB_HOST and API_DB_PORT to the server (or the "
+                f"PgBouncer) the service connects to, or unset {setting} to use the embedded PostgreSQL"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _secret_is_not_the_example(self) -> Settings:
         how = "set JWT_SECRET to a secret of your own: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
         if self.uses_example_secret and self.environment != "development":
@@ -123,6 +146,11 @@ class Settings(BaseSettings):
     def embedded(self) -> bool:
         """True when no server is configured and the project runs its own PostgreSQL."""
         return not self.api_db_host
+
+    @property
+    def direct_connection_set(self) -> bool:
+        """True when MIGRATION_DB_HOST or MIGRATION_DB_PORT names the server apart from the service's address."""
+        return bool(self.migration_db_host or self.migration_db_port)
 
 
 @lru_cache(maxsize=1)

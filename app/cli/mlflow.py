@@ -19,7 +19,7 @@ from pathlib import Path
 from types import FrameType
 
 from app.db.provision import ensure_database
-from app.db.server import ServerAddress, server_address
+from app.db.server import ServerAddress, direct_address
 from app.errors import SetupError
 from app.settings import PROJECT_ROOT, Settings
 
@@ -31,8 +31,11 @@ STOP_TIMEOUT = 15.0
 
 
 def mlflow_address(settings: Settings) -> ServerAddress:
-    """The server holding MLflow's database: the API's, reached as MLflow's user when it is configured."""
-    address = server_address(settings)
+    """The server holding MLflow's database: the API's, reached as MLflow's user when it is configured.
+
+    The server itself, never PgBouncer: MLflow migrates its schema on start, and psycopg prepares named statements.
+    """
+    address = direct_address(settings)
     if settings.embedded:
         return address
     return replace(address, user=settings.postgres_user, password=settings.postgres_password.get_secret_value())

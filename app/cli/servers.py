@@ -7,13 +7,15 @@ import os
 
 from app.cli.context import CommandContext
 from app.cli.mlflow import run_mlflow_server
-from app.db.provision import prepare_api_database
-from app.db.server import embedded_bin_dir, stop_embedded
+from app.db.provision import ensure_database
+from app.db.server import direct_address, embedded_bin_dir, stop_embedded
 
 
 def cmd_psql(args: argparse.Namespace, ctx: CommandContext) -> int:
     settings = ctx.settings
-    address = ctx.run(prepare_api_database(settings))
+    # The server itself: PgBouncer refuses psql's search_path option, and would not keep a session's SETs.
+    address = direct_address(settings)
+    ctx.run(ensure_database(address, settings.api_db_name))
     psql = str(embedded_bin_dir() / "psql")
     os.execve(
         psql, [psql, *args.psql_args], {**os.environ, **address.libpq_env(settings.api_db_name, settings.api_db_schema)}

@@ -19,7 +19,7 @@ from app.db.guard import check_database_is_ours
 from app.db.migrations import database_revisions
 from app.db.provision import quote_ident
 from app.db.reset import api_owned_tables
-from app.db.server import embedded_bin_dir, server_address
+from app.db.server import direct_address, embedded_bin_dir
 from app.db.timeouts import timeouts_explained
 from app.errors import SetupError
 from app.settings import Settings
@@ -50,8 +50,9 @@ def pg_tool(name: str) -> str:
 
 
 def pg_env(settings: Settings) -> dict[str, str]:
-    """The environment of a libpq tool on the API database; the password stays out of argv and messages."""
-    return {**os.environ, **server_address(settings).libpq_env(settings.api_db_name, settings.api_db_schema)}
+    """The environment of a libpq tool on the API database, on the server itself (never through PgBouncer); the
+    password stays out of argv and messages."""
+    return {**os.environ, **direct_address(settings).libpq_env(settings.api_db_name, settings.api_db_schema)}
 
 
 def first_error(stderr: bytes, returncode: int) -> str:

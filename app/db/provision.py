@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from app.db.server import ServerAddress, server_address
+from app.db.server import ServerAddress, direct_address, server_address
 from app.errors import SetupError
 from app.settings import Settings
 
@@ -33,12 +33,26 @@ async def connect(address: ServerAddress, database: str) -> asyncpg.Connection:
         ) from exc
 
 
+def _not_through_a_pooler(address: ServerAddress, name: str, said: BaseException) -> SetupError:
+    return SetupError(
+        f"database '{name}' is not found through the connection pooler at {address.host}:{address.port} ({said}) "
+        "and cannot be created through it: set MIGRATION_DB_HOST and MIGRATION_DB_PORT to the PostgreSQL server "
+        "behind it, or create the database there"
+    )
+
+
 async def ensure_database(address: ServerAddress, name: str) -> bool:
     """Create database `name` unless it exists; True when this call created it."""
     try:
         conn = await connect(address, name)
-    except asyncpg.InvalidCatalogNameError:
-        pass
+    except asyncpg.InvalidCatalogNameError as exc:
+        if address.pooler:
+            raise _not_through_a_pooler(address, name, exc) from exc
+    except asyncpg.ProtocolViolationError as exc:
+        # PgBouncer's answer for a database its server lacks, or one it has no entry for; PostgreSQL says 3D000.
+        if "database" in str(exc):
+            raise _not_through_a_pooler(address, name, exc) from exc
+        raise SetupError(f"{address.host}:{address.port} refused a connection to database '{name}': {exc}") from exc
     else:
         await conn.close()
         return False
@@ -69,7 +83,10 @@ async def _connect_maintenance(address: ServerAddress) -> asyncpg.Connection:
 
 
 async def prepare_api_database(settings: Settings) -> ServerAddress:
-    """Start the server if it is embedded, create the API database if missing, and return the server's address."""
+    """Start the server if it is embedded, create the API database if missing, and return the service's address.
+
+    The database is created on the server itself (MIGRATION_DB_*) when that is set; through a pooler it is only found.
+    """
     address = server_address(settings)
-    await ensure_database(address, settings.api_db_name)
+    await ensure_database(direct_address(settings) if settings.direct_connection_set else address, settings.api_db_name)
     return address

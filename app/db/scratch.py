@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from app.db.provision import connect, ensure_database, quote_ident
-from app.db.server import server_address
+from app.db.server import direct_address
 from app.settings import Settings
 
 
@@ -19,7 +19,7 @@ def scratch_database(
 ) -> Iterator[Settings]:
     """Settings for an empty database created for the block and dropped after it; `run` runs the async steps."""
     name = f"{settings.api_db_name[:40]}__{purpose}_{os.getpid()}"
-    address = server_address(settings)
+    address = direct_address(settings)
     run(ensure_database(address, name))
     try:
         yield settings.model_copy(update={"api_db_name": name})
@@ -28,7 +28,7 @@ def scratch_database(
 
 
 async def _drop(settings: Settings, name: str) -> None:
-    conn = await connect(server_address(settings), "postgres")
+    conn = await connect(direct_address(settings), "postgres")
     try:
         await conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
     finally:

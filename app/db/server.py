@@ -23,12 +23,14 @@ EMBEDDED_USER = "postgres"
 
 @dataclass(frozen=True)
 class ServerAddress:
-    """How to reach a PostgreSQL server: a host name, or a Unix socket directory."""
+    """How to reach a PostgreSQL server: a host name, or a Unix socket directory; `pooler`: PgBouncer in front of it."""
 
     host: str
     port: int
     user: str
     password: str | None = None
+    # PgBouncer in transaction mode: no prepared statement, setting or lock outlives a transaction there.
+    pooler: bool = False
 
     @property
     def is_socket(self) -> bool:
@@ -114,12 +116,35 @@ def stop_embedded(data_dir: Path) -> bool:
 
 
 def server_address(settings: Settings) -> ServerAddress:
-    """The server the API database lives on, starting the embedded one when none is configured."""
+    """Where the service connects (PgBouncer when API_DB_PGBOUNCER), starting the embedded server when none is set."""
     if settings.api_db_host:
         return ServerAddress(
             host=settings.api_db_host,
             port=settings.api_db_port,
             user=settings.api_db_user,
             password=settings.api_db_password.get_secret_value(),
+            pooler=settings.api_db_pgbouncer,
         )
     return start_embedded(settings.embedded_db_dir)
+
+
+def direct_address(settings: Settings) -> ServerAddress:
+    """The server itself (MIGRATION_DB_HOST and _PORT), for schema changes, backups, restores and new databases.
+
+    A transaction pooler hands each transaction to any server connection: a session advisory lock, a concurrent index
+    build or pg_dump's snapshot cannot go through it.
+    """
+    if settings.api_db_pgbouncer and not settings.direct_connection_set:
+        raise SetupError(
+            f"API_DB_HOST {settings.api_db_host}:{settings.api_db_port} is PgBouncer (API_DB_PGBOUNCER=true), and "
+            "schema changes, backups and restores need a connection of their own to the server: set "
+            "MIGRATION_DB_HOST and MIGRATION_DB_PORT to the PostgreSQL server behind it"
+        )
+    if not settings.direct_connection_set:
+        return server_address(settings)
+    return ServerAddress(
+        host=settings.migration_db_host or settings.api_db_host or "",
+        port=settings.migration_db_port or settings.api_db_port,
+        user=settings.api_db_user,
+        password=settings.api_db_password.get_secret_value(),
+    )

@@ -81,7 +81,7 @@ def create_app(settings: Settings | None = None, *, bootstrapped: bool = False) 
             app.state.engine = engine
             app.state.schema_heads = Revisions(alembic_config(settings, configure_logging=False)).heads
             lookup_pool = await create_lookup_pool(address, settings)
-            app.state.user_lookup = ActiveUserLookup(lookup_pool, settings.db_pool_timeout)
+            app.state.user_lookup = ActiveUserLookup(lookup_pool, settings.db_pool_timeout, settings.api_db_schema)
             app.state.sessionmaker = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
             app.state.hashing = hashing
             yield

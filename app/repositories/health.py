@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.db.engine import schema_needs_a_transaction
 from app.db.migrations import database_revisions
 
 
@@ -19,5 +20,6 @@ async def database_answers(engine: AsyncEngine) -> None:
 async def schema_revisions(engine: AsyncEngine) -> frozenset[str]:
     """The revisions the database is at, read through the pool; raises when the database does not answer."""
     async with engine.connect() as connection:
-        await connection.execution_options(isolation_level="AUTOCOMMIT")
+        if not schema_needs_a_transaction(engine):
+            await connection.execution_options(isolation_level="AUTOCOMMIT")
         return await connection.run_sync(database_revisions)

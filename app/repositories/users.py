@@ -191,10 +191,14 @@ class ActiveUserLookup:
     bookkeeping on the path every authenticated request takes.
     """
 
-    def __init__(self, pool: asyncpg.Pool, acquire_timeout: float) -> None:
+    def __init__(self, pool: asyncpg.Pool, acquire_timeout: float, schema: str | None = None) -> None:
         self.pool = pool
         self.acquire_timeout = acquire_timeout
-        compiled = _ACTIVE_BY_ID.compile(dialect=make_url("postgresql+asyncpg://").get_dialect()())
+        # The statement names API_DB_SCHEMA itself: through PgBouncer the connection has no search_path of ours.
+        in_schema: dict[str, Any] = {"schema_translate_map": {None: schema}, "render_schema_translate": True}
+        compiled = _ACTIVE_BY_ID.compile(
+            dialect=make_url("postgresql+asyncpg://").get_dialect()(), **(in_schema if schema else {})
+        )
         if list(compiled.positiontup or ()) != ["user_id"]:
             raise RuntimeError(f"expected one positional parameter, not {compiled.positiontup}")
         self._sql = str(compiled)
