@@ -27,8 +27,9 @@ from app.db.lint import ADVICE
 from app.db.provision import connect, prepare_api_database
 from app.db.scratch import scratch_database
 from app.settings import PROJECT_ROOT, get_settings
-from tests.benchmark import free_port, wait_healthy
+from tests.benchmark import wait_healthy
 from tests.databases import HEAD
+from tests.live_server import free_port
 
 USERS = 1_000_000
 WORKERS = 4

@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from app.db.scratch import scratch_database
 from app.db.server import server_address
 from app.services.passwords import lower_thread_priority
 from app.settings import PROJECT_ROOT, Settings, get_settings
+from tests.live_server import free_port
 
 
 def raw_hash_rate(settings: Settings, hashes: int) -> float:
@@ -43,13 +43,6 @@ def raw_hash_rate(settings: Settings, hashes: int) -> float:
         started = time.perf_counter()
         list(pool.map(hasher.hash, [f"password {i}" for i in range(hashes)]))
         return hashes / (time.perf_counter() - started)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def sign_up(i: int, run: str) -> dict[str, str]:

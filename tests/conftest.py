@@ -16,6 +16,7 @@ from app.db.migrations import alembic_config
 from app.http.app import create_app
 from app.settings import PROJECT_ROOT
 from tests.databases import Databases
+from tests.pgbouncer import Bouncer, start_pgbouncer
 
 # The longest tests start first, so that two workers finish together instead of one waiting on the other's last test.
 LONGEST_FIRST = ("test_mlflow_untouched.py", "test_concurrent_index.py", "test_servers.py")
@@ -114,3 +115,9 @@ async def client(pg: Databases, api_db: str) -> AsyncIterator[AsyncTestClient[Li
     """The service on a database of this test's own, started through its real lifespan."""
     async with AsyncTestClient(create_app(pg.settings(api_db, **FAST_HASHING))) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(pg: Databases) -> Iterator[Bouncer]:
+    """A PgBouncer in transaction mode in front of the test server, shared by the tests of one worker."""
+    yield from start_pgbouncer(pg)

@@ -17,6 +17,14 @@ from litestar import Litestar
 STARTUP_DEADLINE = 30.0
 
 
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
 @asynccontextmanager
 async def live_server(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
     """Serve `app` on a free loopback port; yield an HTTP client for it; shut down after the block."""

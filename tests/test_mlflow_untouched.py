@@ -29,6 +29,7 @@ from app.http.app import create_app
 from app.settings import PROJECT_ROOT, Settings
 from tests.conftest import FAST_HASHING, mlflow_db_upgrade
 from tests.databases import Databases
+from tests.live_server import free_port
 
 SERVE_DEADLINE = 60.0
 # `just mlflow` may first install the `mlflow` extra (from uv's cache: seconds) before MLflow starts.
@@ -132,13 +133,6 @@ def missing_mlflow_db(pg: Databases) -> Iterator[str]:
     name = pg.new_name("mlflow_new")
     yield name
     pg.drop(name)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_for(ready: Callable[[], bool], process: subprocess.Popen[bytes], log: Path, deadline: float) -> None:
