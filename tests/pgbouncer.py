@@ -14,12 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.databases import Databases
 from tests.live_server import free_port
-
-PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+from tests.tools import debian_tool
 
 
 @dataclass(frozen=True)
@@ -40,10 +37,7 @@ def _run_as(server_host: str) -> str | None:
 
 def start_pgbouncer(pg: Databases) -> Iterator[Bouncer]:
     """Run a PgBouncer in front of the test server until the generator is closed."""
-    if not Path(PGBOUNCER).is_file():
-        if os.environ.get("CI"):
-            raise AssertionError("pgbouncer is not installed: .ci/run installs it (apt-get install pgbouncer)")
-        pytest.skip("pgbouncer is not installed (apt-get install pgbouncer)")
+    pgbouncer = debian_tool("pgbouncer")
     server = pg.address
     folder = Path(tempfile.mkdtemp(prefix="pgbouncer-"))
     port = free_port()
@@ -65,7 +59,7 @@ def start_pgbouncer(pg: Databases) -> Iterator[Bouncer]:
             shutil.chown(path, user)
     log = folder / "pgbouncer.log"
     with log.open("wb") as output:
-        process = subprocess.Popen([PGBOUNCER, str(folder / "pgbouncer.ini")], stdout=output, stderr=subprocess.STDOUT)
+        process = subprocess.Popen([pgbouncer, str(folder / "pgbouncer.ini")], stdout=output, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 10
         while True:

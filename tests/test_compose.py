@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -19,6 +18,7 @@ from packaging.requirements import Requirement
 from app.db.server import embedded_bin_dir
 from app.settings import PROJECT_ROOT, Settings
 from tests.databases import Databases
+from tests.tools import debian_tool
 
 COMPOSE_FILE = PROJECT_ROOT / "compose.yaml"
 EVERY_INTERFACE = "0.0.0.0"  # noqa: S104 (what a container must listen on; compared here, never bound)
@@ -176,11 +176,7 @@ def test_the_balancer_sends_traffic_to_ready_instances_only(compose: dict[str, A
     cfg = compose["configs"][config["source"]]["content"]
     assert "option httpchk GET /health/ready" in cfg
     assert "server-template api" in cfg
-    haproxy = shutil.which("haproxy")
-    if haproxy is None:
-        if os.environ.get("CI"):
-            raise AssertionError("haproxy is not installed: .ci/run installs it (apt-get install haproxy)")
-        pytest.skip("haproxy is not installed (apt-get install haproxy)")
+    haproxy = debian_tool("haproxy")
     (tmp_path / "haproxy.cfg").write_text(cfg)
     checked = subprocess.run([haproxy, "-c", "-f", str(tmp_path / "haproxy.cfg")], capture_output=True, text=True)
     assert checked.returncode == 0, checked.stdout + checked.stderr

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,17 +14,9 @@ from app.http.app import create_app
 from tests.conftest import FAST_HASHING
 from tests.databases import Databases
 from tests.live_server import live_server
+from tests.tools import debian_tool
 
 OPERATIONS = ["Register a user", "Log in", "The current user", "List users", "Grant a role"]
-
-
-def chromium() -> str:
-    found = shutil.which("chromium")
-    if found is None:
-        if os.environ.get("CI"):
-            raise AssertionError("chromium is not installed: .ci/run installs it (apt-get install chromium)")
-        pytest.skip("chromium is not installed (apt-get install chromium)")
-    return found
 
 
 @pytest.fixture
@@ -38,7 +28,7 @@ async def base_url(pg: Databases, api_db: str) -> AsyncIterator[str]:
 async def browse(url: str, tmp_path: Path, *what: str) -> str:
     """Run headless Chromium on `url` with every host but this machine unreachable; its stdout."""
     command = [
-        chromium(),
+        debian_tool("chromium"),
         "--headless=new",
         "--no-sandbox",
         "--disable-gpu",

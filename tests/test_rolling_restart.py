@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -24,32 +23,13 @@ from tests.conftest import FAST_HASHING
 from tests.databases import Databases
 from tests.live_server import free_port
 from tests.pgbouncer import Bouncer, through
+from tests.tools import debian_tool, shared_redis
 
 INSTANCES = 3
 # The balancer checks readiness every 200 ms and drops an instance at the first failure: far within the drain period.
 CHECK = "check inter 200ms fall 1 rise 2"
 DRAIN_SECONDS = 1.5
 DEADLINE = 60.0
-# A separate Redis database, so the shared rate-limit counts of this test meet nobody else's.
-REDIS_URL = "redis://127.0.0.1:6379/7"
-
-
-def haproxy() -> str:
-    found = shutil.which("haproxy")
-    if found is None:
-        if os.environ.get("CI"):
-            raise AssertionError("haproxy is not installed: .ci/run installs it (apt-get install haproxy)")
-        pytest.skip("haproxy is not installed (apt-get install haproxy)")
-    return found
-
-
-def redis_answers() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=2) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
 
 
 @dataclass
@@ -138,7 +118,9 @@ def balancer(tmp_path: Path) -> Iterator[tuple[Balancer, list[int]]]:
         "backend instances\n  balance roundrobin\n  option httpchk GET /health/ready\n  http-check expect status 200\n"
         f"{servers}\n"
     )
-    process = subprocess.Popen([haproxy(), "-db", "-f", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [debian_tool("haproxy"), "-db", "-f", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     try:
         give_up = time.monotonic() + 10
         while not stats.exists():
@@ -185,16 +167,13 @@ class Load:
 async def test_each_instance_restarted_in_turn_fails_no_request(
     pg: Databases, api_db: str, pgbouncer: Bouncer, balancer: tuple[Balancer, list[int]], tmp_path: Path
 ) -> None:
-    if not redis_answers():
-        raise AssertionError(
-            "Redis does not answer on 127.0.0.1:6379: .ci/run starts it (apt-get install redis-server)"
-        )
+    redis_url = shared_redis()
     lb, ports = balancer
     env = {
         **pg.env(api_db),
         **{name.upper(): str(value).lower() for name, value in through(pgbouncer, pg, direct=False).items()},
         "MIGRATE_ON_STARTUP": "false",
-        "REDIS_URL": REDIS_URL,
+        "REDIS_URL": redis_url,
         "DRAIN_SECONDS": str(DRAIN_SECONDS),
         "HASH_WORKERS": "1",
         "DB_POOL_SIZE": "4",
