@@ -61,3 +61,10 @@ class HashingOverloadedError(UnavailableError):
 
     def __init__(self, retry_after: int) -> None:
         super().__init__("Too many password checks at once; retry shortly", retry_after)
+
+
+class WrongPasswordError(DomainError):
+    """The password given to confirm a change is not the account's."""
+
+    def __init__(self) -> None:
+        super().__init__("The password is wrong")

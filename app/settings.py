@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     environment: str = "development"
     jwt_secret: SecretStr = SecretStr(EXAMPLE_JWT_SECRET)
     access_token_minutes: Annotated[int, Field(ge=1)] = 30
+    # A login's session lasts this long after its last login or refresh; each refresh rotates the refresh token.
+    refresh_token_days: Annotated[int, Field(ge=1, le=3650)] = 30
     # Sign-up and login attempts per client address and minute; Redis shares the count between instances.
     rate_limit_per_minute: Annotated[int, Field(ge=1)] = 20
     redis_url: str | None = None

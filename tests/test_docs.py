@@ -97,6 +97,10 @@ async def test_the_bearer_token_is_asked_for_where_the_service_asks_for_it(base_
     }
     assert secured == {
         "GET /api/v1/me",
+        "DELETE /api/v1/me",
+        "GET /api/v1/me/sessions",
+        "POST /api/v1/me/password",
+        "POST /api/v1/logout",
         "GET /api/v1/users",
         "GET /api/v1/users/{user_id}",
         "PATCH /api/v1/users/{user_id}",
@@ -117,7 +121,12 @@ async def test_every_operation_documents_the_errors_it_can_answer(base_url: str)
     expected = {
         "POST /api/v1/register": {"201", "400", "409", "413", "429", "503"},
         "POST /api/v1/login": {"200", "400", "401", "413", "429", "503"},
+        "POST /api/v1/refresh": {"200", "400", "401", "413", "429", "503"},
+        "POST /api/v1/logout": {"204", "400", "413", *guarded},
         "GET /api/v1/me": {"200", *guarded},
+        "DELETE /api/v1/me": {"204", "400", "403", "409", "413", "429", *guarded},
+        "GET /api/v1/me/sessions": {"200", *guarded},
+        "POST /api/v1/me/password": {"204", "400", "403", "409", "413", "429", *guarded},
         "GET /api/v1/users": {"200", *staff},
         "GET /api/v1/users/{user_id}": {"200", "404", *staff},
         "PUT /api/v1/users/{user_id}/roles/{role}": {"200", "404", *staff},

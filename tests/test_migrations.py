@@ -20,7 +20,7 @@ from app.db.migrations import Revisions, alembic_config
 from app.settings import PROJECT_ROOT
 from tests.databases import HEAD, Databases, run_app
 
-API_TABLES = {"users", "roles", "user_roles"}
+API_TABLES = {"users", "roles", "user_roles", "user_sessions", "refresh_tokens"}
 
 
 def tables(pg: Databases, db: str) -> set[str]:
@@ -52,6 +52,12 @@ SAMPLE_ROWS = {
     ],
     "0003": [
         "INSERT INTO user_roles SELECT users.id, roles.id FROM users, roles WHERE username = 'bob' AND name = 'rider'",
+    ],
+    "0004": [
+        "INSERT INTO user_sessions (id, user_id, user_agent, expires_at) "
+        "SELECT gen_random_uuid(), id, 'curl/8', now() + interval '30 days' FROM users WHERE username = 'ann'",
+        "INSERT INTO refresh_tokens (token_hash, session_id, expires_at) "
+        "SELECT md5(id::text) || md5(user_agent), id, expires_at FROM user_sessions",
     ],
 }
 SCHEMA = """

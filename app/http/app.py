@@ -36,19 +36,23 @@ from app.http.dependencies import (
 from app.http.docs import docs_assets, openapi_config
 from app.http.errors import EXCEPTION_HANDLERS
 from app.http.routes.admin import get_user, grant, list_users, revoke, update_user
-from app.http.routes.auth import login, me
+from app.http.routes.auth import login, logout, refresh
 from app.http.routes.health import health, live, ready
+from app.http.routes.me import change_my_password, delete_me, me, my_sessions
 from app.http.routes.users import register
 from app.repositories.users import ActiveUserLookup
 from app.services.bootstrap import bootstrap_database
+from app.services.maintenance import prune_periodically
 from app.services.passwords import PasswordHashing
 from app.settings import Settings, get_settings
 
 logger = logging.getLogger("app")
 API_PREFIX = "/api/v1"
-# Sign-up and login are throttled per client address; the other handlers do not pay for the rate limiter at all.
-THROTTLED_HANDLERS = [register, login]
-API_HANDLERS = [me, list_users, get_user, grant, revoke, update_user]
+# What a stranger can call is throttled per client address, and so is every check of a password (a stolen access
+# token must not guess the password at full speed); the other handlers do not pay for the rate limiter at all.
+THROTTLED_HANDLERS = [register, login, refresh]
+THROTTLED_API_HANDLERS = [change_my_password, delete_me]
+API_HANDLERS = [me, my_sessions, logout, list_users, get_user, grant, revoke, update_user]
 
 
 def create_app(settings: Settings | None = None, *, bootstrapped: bool = False) -> Litestar:
@@ -70,6 +74,7 @@ def create_app(settings: Settings | None = None, *, bootstrapped: bool = False) 
         )
         hashing = None
         lookup_pool = None
+        pruning: asyncio.Task[None] | None = None
         try:
             if not bootstrapped:
                 report = await bootstrap_database(engine, settings)
@@ -82,8 +87,12 @@ def create_app(settings: Settings | None = None, *, bootstrapped: bool = False) 
             app.state.user_lookup = ActiveUserLookup(lookup_pool, settings.db_pool_timeout)
             app.state.sessionmaker = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
             app.state.hashing = hashing
+            pruning = asyncio.create_task(prune_periodically(app.state.sessionmaker), name="prune expired")
             yield
         finally:
+            if pruning is not None:
+                pruning.cancel()
+                await asyncio.gather(pruning, return_exceptions=True)
             if hashing is not None:
                 hashing.close()
             try:
@@ -93,7 +102,7 @@ def create_app(settings: Settings | None = None, *, bootstrapped: bool = False) 
                 await engine.dispose()
 
     jwt_auth = build_jwt_auth(settings)
-    tokens = AccessTokens(jwt_auth)
+    tokens = AccessTokens(jwt_auth, settings)
     app = Litestar(
         route_handlers=[
             health,
@@ -106,6 +115,12 @@ def create_app(settings: Settings | None = None, *, bootstrapped: bool = False) 
                     Router("/", route_handlers=THROTTLED_HANDLERS, middleware=[rate_limit(settings).middleware]),
                     # The document puts the bearer token on these operations only, where the service asks for it.
                     Router("/", route_handlers=API_HANDLERS, security=[jwt_auth.security_requirement]),
+                    Router(
+                        "/",
+                        route_handlers=THROTTLED_API_HANDLERS,
+                        middleware=[rate_limit(settings).middleware],
+                        security=[jwt_auth.security_requirement],
+                    ),
                 ],
             ),
         ],

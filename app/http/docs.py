@@ -7,10 +7,12 @@ Django. The pages load them from this service, so the docs work offline and neve
 from __future__ import annotations
 
 import importlib.resources
+from dataclasses import dataclass
 from pathlib import Path
 
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, RedocRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import Operation, RequestBody
 from litestar.router import Router
 from litestar.static_files import create_static_files_router
 
@@ -51,3 +53,12 @@ def docs_assets() -> Router:
     return create_static_files_router(
         path=ASSETS_PATH, directories=[_ASSETS], include_in_schema=False, opt={"exclude_from_auth": True}
     )
+
+
+@dataclass
+class OptionalBodyOperation(Operation):
+    """An operation whose request body may be left out (Litestar documents every body as required)."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.request_body, RequestBody):
+            self.request_body.required = False

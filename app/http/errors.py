@@ -21,6 +21,7 @@ from app.errors import (
     DomainError,
     NotFoundError,
     UnavailableError,
+    WrongPasswordError,
 )
 
 logger = logging.getLogger("app.http")
@@ -76,7 +77,12 @@ def on_validation_error(request: Request[Any, Any, Any], exc: ValidationExceptio
 
 
 # Each kind of domain error, its status; the most specific class that matches wins.
-DOMAIN_STATUS: dict[type[DomainError], int] = {NotFoundError: 404, ConflictError: 409, UnavailableError: 503}
+DOMAIN_STATUS: dict[type[DomainError], int] = {
+    WrongPasswordError: 403,
+    NotFoundError: 404,
+    ConflictError: 409,
+    UnavailableError: 503,
+}
 
 
 def on_domain_error(request: Request[Any, Any, Any], exc: DomainError) -> Response[Any]:

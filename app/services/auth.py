@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.errors import HashingOverloadedError
 from app.repositories.users import UserRecord, UserRepository
 from app.services.passwords import PasswordHashing
+from app.services.sessions import SessionGrant, start_session
+
+
+async def log_in(
+    sessions: async_sessionmaker[AsyncSession],
+    hashing: PasswordHashing,
+    identifier: str,
+    password: str,
+    *,
+    user_agent: str | None,
+    lifetime: timedelta,
+) -> SessionGrant | None:
+    """A new session for the active user whose username or email and password match, else None."""
+    user = await authenticate(sessions, hashing, identifier, password)
+    if user is None:
+        return None
+    return await start_session(sessions, user.id, user_agent, lifetime)
 
 
 async def authenticate(
