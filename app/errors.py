@@ -68,3 +68,11 @@ class WrongPasswordError(DomainError):
 
     def __init__(self) -> None:
         super().__init__("The password is wrong")
+
+
+class LockedOutError(DomainError):
+    """Too many failed logins in a row for this username or email: it waits `retry_after` seconds."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"Too many failed logins for this username or email; retry in {retry_after} s")
+        self.retry_after = retry_after

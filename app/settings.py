@@ -76,6 +76,11 @@ class Settings(BaseSettings):
     # Sign-up and login attempts per client address and minute; Redis shares the count between instances.
     rate_limit_per_minute: Annotated[int, Field(ge=1)] = 20
     redis_url: str | None = None
+    # Failed logins in a row for one username or email before it waits; the first wait (seconds), doubling with each
+    # further failure up to the cap. The count is forgotten after the cap's time without an attempt.
+    login_lockout_attempts: Annotated[int, Field(ge=1)] = 5
+    login_lockout_seconds: Annotated[float, Field(gt=0)] = 60.0
+    login_lockout_max_seconds: Annotated[float, Field(gt=0)] = 3600.0
     # For automation: `just create-admin` takes the password from here instead of asking.
     admin_password: SecretStr | None = None
 
@@ -114,6 +119,12 @@ class Settings(BaseSettings):
             )
         if len(self.jwt_secret.get_secret_value()) < 32:
             raise ValueError("JWT_SECRET must be at least 32 characters")
+        return self
+
+    @model_validator(mode="after")
+    def _lockout_cap_is_not_below_the_first_wait(self) -> Settings:
+        if self.login_lockout_max_seconds < self.login_lockout_seconds:
+            raise ValueError("LOGIN_LOCKOUT_MAX_SECONDS must be at least LOGIN_LOCKOUT_SECONDS")
         return self
 
     @property

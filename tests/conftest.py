@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -114,3 +115,24 @@ async def client(pg: Databases, api_db: str) -> AsyncIterator[AsyncTestClient[Li
     """The service on a database of this test's own, started through its real lifespan."""
     async with AsyncTestClient(create_app(pg.settings(api_db, **FAST_HASHING))) as client:
         yield client
+
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def redis_answers() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """Redis on 127.0.0.1:6379, which .ci/run starts; outside CI, a test that needs it is skipped when none answers."""
+    if not redis_answers():
+        if os.environ.get("CI"):
+            raise AssertionError("no Redis on 127.0.0.1:6379: .ci/run installs and starts redis-server")
+        pytest.skip("no Redis on 127.0.0.1:6379 (apt-get install redis-server)")
+    return REDIS_URL

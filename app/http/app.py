@@ -29,6 +29,7 @@ from app.http.dependencies import (
     provide_drain,
     provide_engine,
     provide_hashing,
+    provide_lockout,
     provide_schema_heads,
     provide_session,
     provide_sessions,
@@ -42,6 +43,7 @@ from app.http.routes.me import change_my_password, delete_me, me, my_sessions
 from app.http.routes.users import register
 from app.repositories.users import ActiveUserLookup
 from app.services.bootstrap import bootstrap_database
+from app.services.lockout import login_lockout
 from app.services.maintenance import prune_periodically
 from app.services.passwords import PasswordHashing
 from app.settings import Settings, get_settings
@@ -75,6 +77,7 @@ def create_app(settings: Settings | None = None, *, bootstrapped: bool = False) 
         hashing = None
         lookup_pool = None
         pruning: asyncio.Task[None] | None = None
+        lockout = login_lockout(settings)
         try:
             if not bootstrapped:
                 report = await bootstrap_database(engine, settings)
@@ -87,6 +90,7 @@ def create_app(settings: Settings | None = None, *, bootstrapped: bool = False) 
             app.state.user_lookup = ActiveUserLookup(lookup_pool, settings.db_pool_timeout)
             app.state.sessionmaker = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
             app.state.hashing = hashing
+            app.state.lockout = lockout
             pruning = asyncio.create_task(prune_periodically(app.state.sessionmaker), name="prune expired")
             yield
         finally:
@@ -95,6 +99,7 @@ def create_app(settings: Settings | None = None, *, bootstrapped: bool = False) 
                 await asyncio.gather(pruning, return_exceptions=True)
             if hashing is not None:
                 hashing.close()
+            await lockout.close()
             try:
                 if lookup_pool is not None:
                     await close_lookup_pool(lookup_pool)
@@ -132,6 +137,7 @@ def create_app(settings: Settings | None = None, *, bootstrapped: bool = False) 
             "sessions": Provide(provide_sessions, sync_to_thread=False),
             "session": Provide(provide_session),
             "hashing": Provide(provide_hashing, sync_to_thread=False),
+            "lockout": Provide(provide_lockout, sync_to_thread=False),
             "schema_heads": Provide(provide_schema_heads, sync_to_thread=False),
             "drain": Provide(provide_drain, sync_to_thread=False),
             "tokens": Provide(lambda: tokens, sync_to_thread=False),

@@ -19,6 +19,7 @@ from app.errors import (
     AlreadyRegisteredError,
     ConflictError,
     DomainError,
+    LockedOutError,
     NotFoundError,
     UnavailableError,
     WrongPasswordError,
@@ -81,6 +82,7 @@ DOMAIN_STATUS: dict[type[DomainError], int] = {
     WrongPasswordError: 403,
     NotFoundError: 404,
     ConflictError: 409,
+    LockedOutError: 429,
     UnavailableError: 503,
 }
 
@@ -91,7 +93,8 @@ def on_domain_error(request: Request[Any, Any, Any], exc: DomainError) -> Respon
     status = next((DOMAIN_STATUS[kind] for kind in type(exc).__mro__ if kind in DOMAIN_STATUS), None)
     if status is None:
         return on_unexpected_error(request, exc)
-    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, UnavailableError) else None
+    retry_after = exc.retry_after if isinstance(exc, UnavailableError | LockedOutError) else None
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
     extra = {"field": exc.field} if isinstance(exc, AlreadyRegisteredError) else {}
     return error_response(status, str(exc), headers=headers, **extra)
 

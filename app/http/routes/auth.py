@@ -19,6 +19,7 @@ from app.http.schemas import AccessToken, LoginRequest, LogoutRequest, RefreshRe
 from app.repositories.sessions import SessionRepository
 from app.repositories.users import UserRecord
 from app.services.auth import log_in
+from app.services.lockout import LoginLockout
 from app.services.passwords import PasswordHashing
 from app.services.sessions import SessionGrant, refresh_session
 
@@ -33,19 +34,35 @@ Tokens = NamedDependency[AccessTokens]
     exclude_from_auth=True,
     summary="Log in",
     status_code=200,
-    responses=problems(400, 401, 413, 429, 503, described={401: f"{BAD_CREDENTIALS}, or the user is deactivated"}),
+    responses=problems(
+        400,
+        401,
+        413,
+        429,
+        503,
+        described={
+            401: f"{BAD_CREDENTIALS}, or the user is deactivated",
+            429: "Too many attempts from this address, or too many failed logins in a row for this username or email "
+            "(whether or not it belongs to an account): retry after `Retry-After` seconds",
+        },
+    ),
 )
 async def login(
     data: Annotated[LoginRequest, Body(schema_extra=CLOSED)],
     sessions: Sessions,
     hashing: NamedDependency[PasswordHashing],
+    lockout: NamedDependency[LoginLockout],
     tokens: Tokens,
     request: Request[Any, Any, Any],
 ) -> AccessToken:
-    """Exchange a username (or email) and password for a bearer token and a refresh token: a new session."""
+    """Exchange a username (or email) and password for a bearer token and a refresh token: a new session.
+
+    After `LOGIN_LOCKOUT_ATTEMPTS` failures in a row for one username or email, further attempts wait, longer after
+    each failure."""
     grant = await log_in(
         sessions,
         hashing,
+        lockout,
         data.username,
         data.password,
         user_agent=request.headers.get("user-agent"),
