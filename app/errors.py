@@ -76,3 +76,20 @@ class LockedOutError(DomainError):
     def __init__(self, retry_after: int) -> None:
         super().__init__(f"Too many failed logins for this username or email; retry in {retry_after} s")
         self.retry_after = retry_after
+
+
+class InvalidTokenError(DomainError):
+    """A mailed token that is unknown, used already or expired."""
+
+    def __init__(self) -> None:
+        super().__init__("The token is invalid, used already or expired; ask for a new one")
+
+
+class EmailNotVerifiedError(DomainError):
+    """The service requires a verified address before login, and this account's is not."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Verify your email address first: use the token mailed at sign-up, or ask for a new one at "
+            "/api/v1/verify-email/resend"
+        )

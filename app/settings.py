@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -81,6 +81,18 @@ class Settings(BaseSettings):
     login_lockout_attempts: Annotated[int, Field(ge=1)] = 5
     login_lockout_seconds: Annotated[float, Field(gt=0)] = 60.0
     login_lockout_max_seconds: Annotated[float, Field(gt=0)] = 3600.0
+    # Sign-up mails a verification token; with this set, login waits until the address is verified.
+    require_verified_email: bool = False
+    email_verification_hours: Annotated[int, Field(ge=1)] = 48
+    password_reset_minutes: Annotated[int, Field(ge=1)] = 30
+    # `console` logs each mail, marked as the development backend, and sends nothing; `smtp` sends through SMTP_*.
+    mail_backend: Literal["console", "smtp"] = "console"
+    mail_from: str = "bikerental-api <no-reply@localhost>"
+    smtp_host: str = "localhost"
+    smtp_port: Annotated[int, Field(ge=1, le=65535)] = 587
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = True
     # For automation: `just create-admin` takes the password from here instead of asking.
     admin_password: SecretStr | None = None
 

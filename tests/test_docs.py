@@ -120,13 +120,17 @@ async def test_every_operation_documents_the_errors_it_can_answer(base_url: str)
     guarded, staff = {"401", "503"}, {"400", "401", "403", "503"}
     expected = {
         "POST /api/v1/register": {"201", "400", "409", "413", "429", "503"},
-        "POST /api/v1/login": {"200", "400", "401", "413", "429", "503"},
+        "POST /api/v1/login": {"200", "400", "401", "403", "413", "429", "503"},
         "POST /api/v1/refresh": {"200", "400", "401", "413", "429", "503"},
         "POST /api/v1/logout": {"204", "400", "413", *guarded},
         "GET /api/v1/me": {"200", *guarded},
         "DELETE /api/v1/me": {"204", "400", "403", "409", "413", "429", *guarded},
         "GET /api/v1/me/sessions": {"200", *guarded},
         "POST /api/v1/me/password": {"204", "400", "403", "409", "413", "429", *guarded},
+        "POST /api/v1/password-reset": {"202", "400", "413", "429", "503"},
+        "POST /api/v1/password-reset/confirm": {"204", "400", "413", "429", "503"},
+        "POST /api/v1/verify-email": {"204", "400", "413", "429", "503"},
+        "POST /api/v1/verify-email/resend": {"202", "400", "413", "429", "503"},
         "GET /api/v1/users": {"200", *staff},
         "GET /api/v1/users/{user_id}": {"200", "404", *staff},
         "PUT /api/v1/users/{user_id}/roles/{role}": {"200", "404", *staff},

@@ -16,7 +16,7 @@ from app.db.migrations import VERSIONS_DIR, alembic_config
 from app.errors import SetupError
 from tests.databases import HEAD, Databases
 
-PROJECT_REVISIONS = ["0001", "0002", "0003", "0004"]
+PROJECT_REVISIONS = ["0001", "0002", "0003", "0004", "0005"]
 REVISION = '''"""{message}"""
 
 import sqlalchemy as sa

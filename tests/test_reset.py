@@ -44,6 +44,7 @@ def test_reset_without_confirmation_drops_nothing(
         "user_roles",
         "user_sessions",
         "refresh_tokens",
+        "account_tokens",
     }
 
 

@@ -15,7 +15,7 @@ SELECT conname AS name FROM pg_constraint c JOIN pg_class t ON t.oid = c.conreli
 WHERE t.relname = ANY($1) AND c.contype <> 'n'  -- PostgreSQL 18 names NOT NULLs itself
 UNION SELECT indexname FROM pg_indexes WHERE tablename = ANY($1)
 """
-TABLES = ["users", "roles", "user_roles", "user_sessions", "refresh_tokens"]
+TABLES = ["users", "roles", "user_roles", "user_sessions", "refresh_tokens", "account_tokens"]
 
 
 async def test_every_constraint_and_index_has_its_conventional_name(pg: Databases, api_db: str) -> None:
@@ -36,6 +36,9 @@ async def test_every_constraint_and_index_has_its_conventional_name(pg: Database
         "pk_refresh_tokens",
         "fk_refresh_tokens_session_id_user_sessions",
         "ix_refresh_tokens_session_id",
+        "pk_account_tokens",
+        "fk_account_tokens_user_id_users",
+        "ix_account_tokens_user_id",
     }
 
 

@@ -73,6 +73,9 @@ async def test_a_refresh_rotates_and_a_reused_refresh_token_ends_the_whole_sessi
     assert second["refresh_token"] != first["refresh_token"]
     assert second["refresh_expires_in"] == THIRTY_DAYS
     assert (await client.get("/api/v1/me", headers=bearer(second))).status_code == 200
+    listed = (await client.get("/api/v1/me/sessions", headers=bearer(second))).json()
+    (used,) = [s for s in listed if s["current"]]
+    assert used["last_used_at"] > used["created_at"]  # the refresh counts as a use
     # The first refresh token again: someone holds a copy. The session ends, the newest tokens with it.
     caplog.set_level(logging.DEBUG)
     reused = await refresh(client, first["refresh_token"])
@@ -118,10 +121,11 @@ async def test_expired_sessions_refuse_their_tokens_and_are_pruned(client: Clien
     assert (await client.get("/api/v1/me", headers=bearer(stale))).status_code == 401
     # The rotated token of the live session is kept while it could still be replayed, then pruned too.
     await pg.fetch(api_db, "UPDATE refresh_tokens SET expires_at = now() WHERE rotated_at IS NOT NULL")
+    await pg.fetch(api_db, "UPDATE account_tokens SET expires_at = now()")  # the sign-up's verification token
     engine = create_api_engine(pg.address, pg.settings(api_db))
     sessions = async_sessionmaker(engine, class_=AsyncSession)
     try:
-        assert await prune_expired(sessions) == {"user_sessions": 1, "refresh_tokens": 1}
+        assert await prune_expired(sessions) == {"user_sessions": 1, "refresh_tokens": 1, "account_tokens": 1}
         await pg.fetch(api_db, "UPDATE user_sessions SET expires_at = now() WHERE id <> $1", fresh_session)
         # The service's own rounds do the same.
         pruning = asyncio.create_task(prune_periodically(sessions, first_after=0))
@@ -223,7 +227,7 @@ async def test_the_last_active_admin_cannot_delete_itself(client: Client, pg: Da
     assert deleted.status_code == 204
 
 
-async def test_the_document_covers_the_session_endpoints(client: Client) -> None:
+async def test_the_document_covers_the_account_endpoints(client: Client) -> None:
     document = (await client.get("/schema/openapi.json")).json()
     paths = document["paths"]
     expected = {
@@ -232,14 +236,30 @@ async def test_the_document_covers_the_session_endpoints(client: Client) -> None
         ("/api/v1/me/sessions", "get"): {"200", "401", "503"},
         ("/api/v1/me/password", "post"): {"204", "400", "401", "403", "429", "503"},
         ("/api/v1/me", "delete"): {"204", "400", "401", "403", "409", "429", "503"},
+        ("/api/v1/login", "post"): {"200", "400", "401", "403", "429", "503"},
+        ("/api/v1/password-reset", "post"): {"202", "400", "429", "503"},
+        ("/api/v1/password-reset/confirm", "post"): {"204", "400", "429", "503"},
+        ("/api/v1/verify-email", "post"): {"204", "400", "429", "503"},
+        ("/api/v1/verify-email/resend", "post"): {"202", "400", "429", "503"},
     }
+    public = {"/api/v1/refresh", "/api/v1/login", "/api/v1/password-reset", "/api/v1/password-reset/confirm"}
+    public |= {"/api/v1/verify-email", "/api/v1/verify-email/resend"}
     for (path, method), statuses in expected.items():
         operation = paths[path][method]
         assert set(operation["responses"]) >= statuses, (path, method)
-        assert bool(operation.get("security")) is (path != "/api/v1/refresh"), (path, method)
+        assert bool(operation.get("security")) is (path not in public), (path, method)
     assert paths["/api/v1/logout"]["post"]["requestBody"]["required"] is False
     schemas = document["components"]["schemas"]
-    for name in ("RefreshRequest", "LogoutRequest", "PasswordChange", "AccountDeletion"):
+    for name in (
+        "RefreshRequest",
+        "LogoutRequest",
+        "PasswordChange",
+        "AccountDeletion",
+        "EmailRequest",
+        "PasswordReset",
+    ):
         assert schemas[name]["additionalProperties"] is False, name
     assert schemas["PasswordChange"]["properties"]["new_password"]["minLength"] == 8
     assert {"refresh_token", "refresh_expires_in"} <= set(schemas["AccessToken"]["required"])
+    assert "email_verified" in schemas["UserDetail"]["required"]
+    assert schemas["PasswordReset"]["properties"]["new_password"]["maxLength"] == 128

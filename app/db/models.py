@@ -43,6 +43,8 @@ class DBUser(SQLModel, table=True):
     phone_number: str | None = Field(default=None, max_length=20)
     hashed_password: str = Field(max_length=255)
     is_active: bool = Field(default=True, sa_column_kwargs={"server_default": sa.true()})
+    # When the owner proved the address is theirs (a verification or a password reset mail); null: not yet.
+    email_verified_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
     created_at: datetime | None = Field(
         default=None,
         sa_type=sa.DateTime(timezone=True),
@@ -105,6 +107,23 @@ class DBRefreshToken(SQLModel, table=True):
     expires_at: datetime = Field(sa_type=sa.DateTime(timezone=True))
     # Set when a refresh replaced this token: presenting it again means it was copied.
     rotated_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
+
+
+class DBAccountToken(SQLModel, table=True):
+    """A single-use token mailed to a user (email verification, password reset), by its SHA-256."""
+
+    __tablename__ = "account_tokens"
+
+    token_hash: str = Field(primary_key=True, max_length=64)
+    user_id: int = Field(foreign_key="users.id", index=True, ondelete="CASCADE")
+    purpose: str = Field(max_length=20)
+    created_at: datetime | None = Field(
+        default=None,
+        sa_type=sa.DateTime(timezone=True),
+        sa_column_kwargs={"server_default": sa.func.now(), "nullable": False},
+    )
+    expires_at: datetime = Field(sa_type=sa.DateTime(timezone=True))
+    used_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
 
 
 # Uniqueness ignoring case is decided by the database, not by a check before the insert.

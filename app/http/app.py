@@ -30,6 +30,7 @@ from app.http.dependencies import (
     provide_engine,
     provide_hashing,
     provide_lockout,
+    provide_outbox,
     provide_schema_heads,
     provide_session,
     provide_sessions,
@@ -40,10 +41,18 @@ from app.http.routes.admin import get_user, grant, list_users, revoke, update_us
 from app.http.routes.auth import login, logout, refresh
 from app.http.routes.health import health, live, ready
 from app.http.routes.me import change_my_password, delete_me, me, my_sessions
+from app.http.routes.recovery import (
+    ask_password_reset,
+    confirm_password_reset,
+    resend_verification_mail,
+    verify,
+)
 from app.http.routes.users import register
 from app.repositories.users import ActiveUserLookup
 from app.services.bootstrap import bootstrap_database
 from app.services.lockout import login_lockout
+from app.services.mail import Outbox, mail_backend
+from app.services.mailed_tokens import MailedTokens
 from app.services.maintenance import prune_periodically
 from app.services.passwords import PasswordHashing
 from app.settings import Settings, get_settings
@@ -52,7 +61,15 @@ logger = logging.getLogger("app")
 API_PREFIX = "/api/v1"
 # What a stranger can call is throttled per client address, and so is every check of a password (a stolen access
 # token must not guess the password at full speed); the other handlers do not pay for the rate limiter at all.
-THROTTLED_HANDLERS = [register, login, refresh]
+THROTTLED_HANDLERS = [
+    register,
+    login,
+    refresh,
+    ask_password_reset,
+    confirm_password_reset,
+    verify,
+    resend_verification_mail,
+]
 THROTTLED_API_HANDLERS = [change_my_password, delete_me]
 API_HANDLERS = [me, my_sessions, logout, list_users, get_user, grant, revoke, update_user]
 
@@ -78,6 +95,7 @@ def create_app(settings: Settings | None = None, *, bootstrapped: bool = False) 
         lookup_pool = None
         pruning: asyncio.Task[None] | None = None
         lockout = login_lockout(settings)
+        outbox = Outbox(mail_backend(settings))
         try:
             if not bootstrapped:
                 report = await bootstrap_database(engine, settings)
@@ -91,12 +109,17 @@ def create_app(settings: Settings | None = None, *, bootstrapped: bool = False) 
             app.state.sessionmaker = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
             app.state.hashing = hashing
             app.state.lockout = lockout
+            app.state.outbox = outbox
+            outbox.start()
+            if settings.mail_backend == "console" and settings.environment != "development":
+                logger.warning("MAIL_BACKEND=console: mails are logged, not sent; set MAIL_BACKEND=smtp and SMTP_*")
             pruning = asyncio.create_task(prune_periodically(app.state.sessionmaker), name="prune expired")
             yield
         finally:
             if pruning is not None:
                 pruning.cancel()
                 await asyncio.gather(pruning, return_exceptions=True)
+            await outbox.close()  # queued mails get a few seconds to go out
             if hashing is not None:
                 hashing.close()
             await lockout.close()
@@ -108,6 +131,7 @@ def create_app(settings: Settings | None = None, *, bootstrapped: bool = False) 
 
     jwt_auth = build_jwt_auth(settings)
     tokens = AccessTokens(jwt_auth, settings)
+    mails = MailedTokens.from_settings(settings)
     app = Litestar(
         route_handlers=[
             health,
@@ -141,6 +165,8 @@ def create_app(settings: Settings | None = None, *, bootstrapped: bool = False) 
             "schema_heads": Provide(provide_schema_heads, sync_to_thread=False),
             "drain": Provide(provide_drain, sync_to_thread=False),
             "tokens": Provide(lambda: tokens, sync_to_thread=False),
+            "mails": Provide(lambda: mails, sync_to_thread=False),
+            "outbox": Provide(provide_outbox, sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         # The runner owns the root logger (`just serve` sets it up); unexpected errors are logged by our 500 handler.

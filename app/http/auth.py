@@ -75,6 +75,7 @@ class AccessTokens:
     def __init__(self, jwt_auth: JWTAuth[UserRecord], settings: Settings) -> None:
         self._jwt_auth = jwt_auth
         self.session_lifetime = timedelta(days=settings.refresh_token_days)
+        self.require_verified_email = settings.require_verified_email
 
     @property
     def lifetime_seconds(self) -> int:

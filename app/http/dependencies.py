@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.services.lockout import LoginLockout
+from app.services.mail import Outbox
 from app.services.passwords import PasswordHashing
 
 
@@ -63,3 +64,8 @@ def provide_hashing(state: State) -> PasswordHashing:
 def provide_lockout(state: State) -> LoginLockout:
     lockout: LoginLockout = state.lockout
     return lockout
+
+
+def provide_outbox(state: State) -> Outbox:
+    outbox: Outbox = state.outbox
+    return outbox

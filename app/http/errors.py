@@ -19,6 +19,8 @@ from app.errors import (
     AlreadyRegisteredError,
     ConflictError,
     DomainError,
+    EmailNotVerifiedError,
+    InvalidTokenError,
     LockedOutError,
     NotFoundError,
     UnavailableError,
@@ -79,7 +81,9 @@ def on_validation_error(request: Request[Any, Any, Any], exc: ValidationExceptio
 
 # Each kind of domain error, its status; the most specific class that matches wins.
 DOMAIN_STATUS: dict[type[DomainError], int] = {
+    InvalidTokenError: 400,
     WrongPasswordError: 403,
+    EmailNotVerifiedError: 403,
     NotFoundError: 404,
     ConflictError: 409,
     LockedOutError: 429,

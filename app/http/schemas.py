@@ -44,6 +44,7 @@ class UserDetail(UserRead):
     """A user as its owner and the admins see it."""
 
     is_active: bool
+    email_verified: Annotated[bool, Meta(description="whether the owner confirmed the address (a mailed token)")]
 
 
 class UserPage(msgspec.Struct):
@@ -110,6 +111,32 @@ class PasswordChange(msgspec.Struct, forbid_unknown_fields=True):
     new_password: Password
 
 
+# What a mailed token looks like; the bound only keeps junk out.
+MailedTokenValue = Annotated[str, Meta(min_length=1, max_length=128, description="the token from the mail")]
+AnyEmail = Annotated[str, Meta(min_length=1, max_length=320, examples=["alice@example.com"])]
+
+
+class EmailRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """An address to mail, if an account has it."""
+
+    email: AnyEmail
+
+
+class TokenRequest(msgspec.Struct, forbid_unknown_fields=True):
+    token: MailedTokenValue
+
+
+class PasswordReset(msgspec.Struct, forbid_unknown_fields=True):
+    token: MailedTokenValue
+    new_password: Password
+
+
+class Accepted(msgspec.Struct):
+    """The request was taken; the same answer whether or not an account has the address."""
+
+    detail: Annotated[str, Meta(examples=["If an account has this address, a mail is on its way"])]
+
+
 class AccountDeletion(msgspec.Struct, forbid_unknown_fields=True):
     password: Annotated[PasswordGiven, Meta(description="the account's password, to confirm")]
 
@@ -121,7 +148,7 @@ def user_read(user: UserRecord) -> UserRead:
 
 def user_detail(user: UserRecord) -> UserDetail:
     """The view of the user itself and of admins: the public fields and whether it is active."""
-    return UserDetail(**_public_fields(user), is_active=user.is_active)
+    return UserDetail(**_public_fields(user), is_active=user.is_active, email_verified=user.email_verified)
 
 
 def _public_fields(user: UserRecord) -> dict[str, Any]:

@@ -42,6 +42,7 @@ class UserRecord:
     is_active: bool
     roles: list[str]
     created_at: datetime
+    email_verified: bool = False
 
 
 # The user's role names, alphabetically: a correlated subquery on the user_roles primary key.
@@ -65,7 +66,7 @@ _LIVE_SESSION = exists().where(
 # What the hot path reads, and no more (no password hash): the columns of a UserRecord.
 _ACTIVE_BY_ID = (
     select(DBUser.id, DBUser.username, DBUser.email, DBUser.full_name)
-    .add_columns(col(DBUser.is_active), col(DBUser.created_at), _ROLE_NAMES)
+    .add_columns(col(DBUser.is_active), col(DBUser.created_at), col(DBUser.email_verified_at), _ROLE_NAMES)
     .where(col(DBUser.id) == bindparam("user_id"), col(DBUser.is_active), _LIVE_SESSION)
 )
 
@@ -80,6 +81,7 @@ def _record(user: Any, roles: list[str] | None) -> UserRecord:
         is_active=user.is_active,
         roles=list(roles or ()),
         created_at=user.created_at,
+        email_verified=user.email_verified_at is not None,
     )
 
 
@@ -195,6 +197,17 @@ class UserRepository:
         """The active user's password hash, or None."""
         statement = select(DBUser.hashed_password).where(col(DBUser.id) == user_id, col(DBUser.is_active))
         return (await self.session.exec(statement)).one_or_none()
+
+    async def find_by_email(self, email: str) -> UserRecord | None:
+        """The active user with this email (ignoring case), or None."""
+        wanted = func.lower(DBUser.email) == func.lower(email)
+        row = (await self.session.exec(_WITH_ROLES.where(wanted, col(DBUser.is_active)))).one_or_none()
+        return _record(*row) if row else None
+
+    async def mark_email_verified(self, user_id: int) -> None:
+        """Record that the owner proved the address is theirs (the first proof counts; later ones change nothing)."""
+        statement = update(DBUser).where(col(DBUser.id) == user_id, col(DBUser.email_verified_at).is_(None))
+        await self.session.exec(statement.values(email_verified_at=func.now()))
 
     async def remove(self, user_id: int) -> None:
         """Delete the user; its roles and sessions go with it (ON DELETE CASCADE)."""

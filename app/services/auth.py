@@ -8,7 +8,7 @@ from datetime import timedelta
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.errors import HashingOverloadedError, LockedOutError
+from app.errors import EmailNotVerifiedError, HashingOverloadedError, LockedOutError
 from app.repositories.users import UserRecord, UserRepository
 from app.services.lockout import LoginLockout
 from app.services.passwords import PasswordHashing
@@ -24,10 +24,12 @@ async def log_in(
     *,
     user_agent: str | None,
     lifetime: timedelta,
+    require_verified_email: bool = False,
 ) -> SessionGrant | None:
     """A new session for the active user whose username or email and password match, else None.
 
-    Raises LockedOutError, before any hashing, while the identifier waits after too many failures.
+    Raises LockedOutError, before any hashing, while the identifier waits after too many failures, and
+    EmailNotVerifiedError for the right password of an unverified address when verification is required.
     """
     wait = await lockout.attempt(identifier)
     if wait > 0:
@@ -36,6 +38,8 @@ async def log_in(
     if user is None:
         return None
     await lockout.succeeded(identifier)
+    if require_verified_email and not user.email_verified:
+        raise EmailNotVerifiedError
     return await start_session(sessions, user.id, user_agent, lifetime)
 
 

@@ -1,4 +1,4 @@
-"""Housekeeping the service does on its own: expired sessions and tokens are deleted, hourly."""
+"""Housekeeping the service does on its own: expired sessions, refresh tokens and mailed tokens are deleted, hourly."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import logging
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.repositories.account_tokens import AccountTokenRepository
 from app.repositories.sessions import SessionRepository
 
 logger = logging.getLogger("app.maintenance")
@@ -21,7 +22,8 @@ async def prune_expired(sessions: async_sessionmaker[AsyncSession]) -> dict[str,
     """Delete what has expired; how many rows of each table went (not counting rows that went with them)."""
     async with sessions.begin() as session:
         ended, tokens = await SessionRepository(session).prune()
-    return {"user_sessions": ended, "refresh_tokens": tokens}
+        mailed = await AccountTokenRepository(session).prune()
+    return {"user_sessions": ended, "refresh_tokens": tokens, "account_tokens": mailed}
 
 
 async def prune_periodically(

@@ -37,11 +37,14 @@ Tokens = NamedDependency[AccessTokens]
     responses=problems(
         400,
         401,
+        403,
         413,
         429,
         503,
         described={
             401: f"{BAD_CREDENTIALS}, or the user is deactivated",
+            403: "The password is right, but the email address is not verified yet and the service requires it "
+            "(`REQUIRE_VERIFIED_EMAIL`)",
             429: "Too many attempts from this address, or too many failed logins in a row for this username or email "
             "(whether or not it belongs to an account): retry after `Retry-After` seconds",
         },
@@ -67,6 +70,7 @@ async def login(
         data.password,
         user_agent=request.headers.get("user-agent"),
         lifetime=tokens.session_lifetime,
+        require_verified_email=tokens.require_verified_email,
     )
     if grant is None:
         # One answer for unknown users, wrong passwords and inactive users alike.
