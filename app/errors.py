@@ -61,3 +61,35 @@ class HashingOverloadedError(UnavailableError):
 
     def __init__(self, retry_after: int) -> None:
         super().__init__("Too many password checks at once; retry shortly", retry_after)
+
+
+class WrongPasswordError(DomainError):
+    """The password given to confirm a change is not the account's."""
+
+    def __init__(self) -> None:
+        super().__init__("The password is wrong")
+
+
+class LockedOutError(DomainError):
+    """Too many failed logins in a row for this username or email: it waits `retry_after` seconds."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"Too many failed logins for this username or email; retry in {retry_after} s")
+        self.retry_after = retry_after
+
+
+class InvalidTokenError(DomainError):
+    """A mailed token that is unknown, used already or expired."""
+
+    def __init__(self) -> None:
+        super().__init__("The token is invalid, used already or expired; ask for a new one")
+
+
+class EmailNotVerifiedError(DomainError):
+    """The service requires a verified address before login, and this account's is not."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Verify your email address first: use the token mailed at sign-up, or ask for a new one at "
+            "/api/v1/verify-email/resend"
+        )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -77,9 +77,28 @@ class Settings(BaseSettings):
     environment: str = "development"
     jwt_secret: SecretStr = SecretStr(EXAMPLE_JWT_SECRET)
     access_token_minutes: Annotated[int, Field(ge=1)] = 30
+    # A login's session lasts this long after its last login or refresh; each refresh rotates the refresh token.
+    refresh_token_days: Annotated[int, Field(ge=1, le=3650)] = 30
     # Sign-up and login attempts per client address and minute; Redis shares the count between instances.
     rate_limit_per_minute: Annotated[int, Field(ge=1)] = 20
     redis_url: str | None = None
+    # Failed logins in a row for one username or email before it waits; the first wait (seconds), doubling with each
+    # further failure up to the cap. The count is forgotten after the cap's time without an attempt.
+    login_lockout_attempts: Annotated[int, Field(ge=1)] = 5
+    login_lockout_seconds: Annotated[float, Field(gt=0)] = 60.0
+    login_lockout_max_seconds: Annotated[float, Field(gt=0)] = 3600.0
+    # Sign-up mails a verification token; with this set, login waits until the address is verified.
+    require_verified_email: bool = False
+    email_verification_hours: Annotated[int, Field(ge=1)] = 48
+    password_reset_minutes: Annotated[int, Field(ge=1)] = 30
+    # `console` logs each mail, marked as the development backend, and sends nothing; `smtp` sends through SMTP_*.
+    mail_backend: Literal["console", "smtp"] = "console"
+    mail_from: str = "bikerental-api <no-reply@localhost>"
+    smtp_host: str = "localhost"
+    smtp_port: Annotated[int, Field(ge=1, le=65535)] = 587
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = True
     # For automation: `just create-admin` takes the password from here instead of asking.
     admin_password: SecretStr | None = None
 
@@ -135,6 +154,12 @@ class Settings(BaseSettings):
             )
         if len(self.jwt_secret.get_secret_value()) < 32:
             raise ValueError("JWT_SECRET must be at least 32 characters")
+        return self
+
+    @model_validator(mode="after")
+    def _lockout_cap_is_not_below_the_first_wait(self) -> Settings:
+        if self.login_lockout_max_seconds < self.login_lockout_seconds:
+            raise ValueError("LOGIN_LOCKOUT_MAX_SECONDS must be at least LOGIN_LOCKOUT_SECONDS")
         return self
 
     @property

@@ -17,6 +17,7 @@ from app.http.app import create_app
 from app.settings import PROJECT_ROOT
 from tests.databases import Databases
 from tests.pgbouncer import Bouncer, start_pgbouncer
+from tests.tools import shared_redis
 
 # The longest tests start first, so that two workers finish together instead of one waiting on the other's last test.
 LONGEST_FIRST = ("test_mlflow_untouched.py", "test_concurrent_index.py", "test_servers.py")
@@ -121,3 +122,9 @@ async def client(pg: Databases, api_db: str) -> AsyncIterator[AsyncTestClient[Li
 def pgbouncer(pg: Databases) -> Iterator[Bouncer]:
     """A PgBouncer in transaction mode in front of the test server, shared by the tests of one worker."""
     yield from start_pgbouncer(pg)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """Redis on 127.0.0.1:6379, which .ci/run starts: a database of the tests' own."""
+    return shared_redis()

@@ -25,7 +25,6 @@ from app.services.roles import revoke_role
 from app.settings import EXAMPLE_JWT_SECRET, Settings
 from tests.conftest import FAST_HASHING
 from tests.databases import Databases, run_app
-from tests.tools import shared_redis
 
 Client = AsyncTestClient[Litestar]
 PASSWORD = "secret123"
@@ -385,9 +384,10 @@ async def test_login_and_register_are_rate_limited_per_address(pg: Databases, ap
     assert health.status_code == 200  # only sign-up and login are limited
 
 
-async def test_two_instances_share_the_limit_through_redis(pg: Databases, api_db: str) -> None:
-    redis_url = shared_redis()
-    Redis.from_url(redis_url).flushdb()  # no count left from an earlier run within the minute
+async def test_two_instances_share_the_limit_through_redis(pg: Databases, api_db: str, redis_url: str) -> None:
+    # A Redis database of this test's own, emptied first: counts from a run less than a minute ago would carry over.
+    redis_url = redis_url.rsplit("/", 1)[0] + "/8"
+    Redis.from_url(redis_url).flushdb()
     settings = pg.settings(api_db, **FAST_HASHING, rate_limit_per_minute=4, redis_url=redis_url)
     attempt = {"username": "x", "password": "y"}
     async with AsyncTestClient(create_app(settings)) as first, AsyncTestClient(create_app(settings)) as second:

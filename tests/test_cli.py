@@ -16,7 +16,16 @@ from app.cli import build_parser, main
 from app.settings import PROJECT_ROOT, Settings
 from tests.databases import Databases, run_app
 
-API_TABLES = {"alembic_checksums", "alembic_version", "roles", "users", "user_roles"}
+API_TABLES = {
+    "alembic_checksums",
+    "alembic_version",
+    "roles",
+    "users",
+    "user_roles",
+    "user_sessions",
+    "refresh_tokens",
+    "account_tokens",
+}
 
 
 def public_tables(pg: Databases, db: str) -> set[str]:
@@ -76,7 +85,9 @@ def test_restore_answered_no_restores_nothing(
 def test_history_lists_both_revisions_and_marks_the_head(pg: Databases, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["history"], settings=pg.settings(pg.new_name("never_created"))) == 0
     assert capsys.readouterr().out.splitlines() == [
-        "0002 -> 0003 (head), Index role holders by role, then user, for keyset pages",
+        "0004 -> 0005 (head), Add email verification and mailed account tokens",
+        "0003 -> 0004, Add user sessions and refresh tokens",
+        "0002 -> 0003, Index role holders by role, then user, for keyset pages",
         "0001 -> 0002, Add phone_number to users table",
         "<base> -> 0001, Initial schema with users and roles tables",
     ]

@@ -14,15 +14,16 @@ from app.cli.context import CommandContext
 from app.db.lint import SQUAWK_CONFIG, lint_migrations, render_upgrade_sql, squawk_findings
 from app.db.migrations import VERSIONS_DIR, alembic_config
 from app.errors import SetupError
-from tests.databases import Databases
+from tests.databases import HEAD, Databases
 
+PROJECT_REVISIONS = ["0001", "0002", "0003", "0004", "0005"]
 REVISION = '''"""{message}"""
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0900"
-down_revision = "0003"
+down_revision = "{head}"
 
 
 def upgrade() -> None:
@@ -38,7 +39,7 @@ def with_third_revision(pg: Databases, tmp_path: Path, body: str) -> Config:
     """The project's revisions plus a third one whose upgrade is `body`, in a folder of the test's own."""
     versions = tmp_path / "versions"
     shutil.copytree(VERSIONS_DIR, versions, ignore=shutil.ignore_patterns("__pycache__"))
-    (versions / "0900_third.py").write_text(REVISION.format(message="A third revision", body=body))
+    (versions / "0900_third.py").write_text(REVISION.format(message="A third revision", body=body, head=HEAD))
     config = alembic_config(pg.settings(pg.new_name("never_created")), configure_logging=False)
     config.set_main_option("version_locations", str(versions))
     return config
@@ -47,14 +48,14 @@ def with_third_revision(pg: Databases, tmp_path: Path, body: str) -> Config:
 def lint(pg: Databases, tmp_path: Path, body: str) -> list[tuple[str, str]]:
     """The (revision, rule) of each finding."""
     revisions, findings = lint_migrations(with_third_revision(pg, tmp_path, body))
-    assert [r.revision for r in revisions] == ["0001", "0002", "0003", "0900"]
+    assert [r.revision for r in revisions] == [*PROJECT_REVISIONS, "0900"]
     return [(f.revision.revision, f.rule) for f in findings]
 
 
 def test_the_projects_revisions_pass(pg: Databases, capsys: pytest.CaptureFixture[str]) -> None:
     # No database is needed: the SQL is rendered offline.
     assert main(["lint-migrations"], settings=pg.settings(pg.new_name("never_created"))) == 0
-    assert "3 revisions linted with squawk" in capsys.readouterr().out
+    assert f"{len(PROJECT_REVISIONS)} revisions linted with squawk" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

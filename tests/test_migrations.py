@@ -20,7 +20,7 @@ from app.db.migrations import Revisions, alembic_config
 from app.settings import PROJECT_ROOT
 from tests.databases import HEAD, Databases, run_app
 
-API_TABLES = {"users", "roles", "user_roles"}
+API_TABLES = {"users", "roles", "user_roles", "user_sessions", "refresh_tokens", "account_tokens"}
 
 
 def tables(pg: Databases, db: str) -> set[str]:
@@ -52,6 +52,17 @@ SAMPLE_ROWS = {
     ],
     "0003": [
         "INSERT INTO user_roles SELECT users.id, roles.id FROM users, roles WHERE username = 'bob' AND name = 'rider'",
+    ],
+    "0004": [
+        "INSERT INTO user_sessions (id, user_id, user_agent, expires_at) "
+        "SELECT gen_random_uuid(), id, 'curl/8', now() + interval '30 days' FROM users WHERE username = 'ann'",
+        "INSERT INTO refresh_tokens (token_hash, session_id, expires_at) "
+        "SELECT md5(id::text) || md5(user_agent), id, expires_at FROM user_sessions",
+    ],
+    "0005": [
+        "UPDATE users SET email_verified_at = now() WHERE username = 'bob'",
+        "INSERT INTO account_tokens (token_hash, user_id, purpose, expires_at) "
+        "SELECT md5(username) || md5(email), id, 'verify_email', now() + interval '2 days' FROM users",
     ],
 }
 SCHEMA = """

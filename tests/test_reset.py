@@ -24,7 +24,7 @@ def test_reset_drops_only_the_api_tables(
     pg.query(api_db, "CREATE TABLE analytics_notes (id int PRIMARY KEY)")
     pg.query(empty_db, "CREATE TABLE users (id int PRIMARY KEY)")  # same name, other database
     assert main(["reset", "--yes"], settings=pg.settings(api_db)) == 0
-    assert "alembic_version, roles, user_roles, users" in capsys.readouterr().out
+    assert "alembic_version, refresh_tokens, roles, user_roles, user_sessions, users" in capsys.readouterr().out
     assert public_tables(pg, api_db) == {"analytics_notes"}
     assert public_tables(pg, empty_db) == {"users"}
     assert main(["init"], settings=pg.settings(api_db)) == 0
@@ -36,7 +36,16 @@ def test_reset_without_confirmation_drops_nothing(
     # No --yes and no terminal to ask on (pytest's stdin is none).
     assert main(["reset"], settings=pg.settings(api_db)) == 1
     assert "just reset --yes" in capsys.readouterr().err
-    assert public_tables(pg, api_db) == {"alembic_checksums", "alembic_version", "roles", "users", "user_roles"}
+    assert public_tables(pg, api_db) == {
+        "alembic_checksums",
+        "alembic_version",
+        "roles",
+        "users",
+        "user_roles",
+        "user_sessions",
+        "refresh_tokens",
+        "account_tokens",
+    }
 
 
 def test_reset_refuses_to_break_a_foreign_reference(

@@ -12,13 +12,14 @@ from tests.databases import Databases
 
 NAMES = """
 SELECT conname AS name FROM pg_constraint c JOIN pg_class t ON t.oid = c.conrelid
-WHERE t.relname IN ('users', 'roles', 'user_roles') AND c.contype <> 'n'  -- PostgreSQL 18 names NOT NULLs itself
-UNION SELECT indexname FROM pg_indexes WHERE tablename IN ('users', 'roles', 'user_roles')
+WHERE t.relname = ANY($1) AND c.contype <> 'n'  -- PostgreSQL 18 names NOT NULLs itself
+UNION SELECT indexname FROM pg_indexes WHERE tablename = ANY($1)
 """
+TABLES = ["users", "roles", "user_roles", "user_sessions", "refresh_tokens", "account_tokens"]
 
 
 async def test_every_constraint_and_index_has_its_conventional_name(pg: Databases, api_db: str) -> None:
-    names = {row["name"] for row in await pg.fetch(api_db, NAMES)}
+    names = {row["name"] for row in await pg.fetch(api_db, NAMES, TABLES)}
     assert names == {
         "pk_users",
         "pk_roles",
@@ -29,6 +30,15 @@ async def test_every_constraint_and_index_has_its_conventional_name(pg: Database
         "fk_user_roles_user_id_users",
         "fk_user_roles_role_id_roles",
         "ix_user_roles_role_id_user_id",
+        "pk_user_sessions",
+        "fk_user_sessions_user_id_users",
+        "ix_user_sessions_user_id",
+        "pk_refresh_tokens",
+        "fk_refresh_tokens_session_id_user_sessions",
+        "ix_refresh_tokens_session_id",
+        "pk_account_tokens",
+        "fk_account_tokens_user_id_users",
+        "ix_account_tokens_user_id",
     }
 
 

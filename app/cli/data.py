@@ -15,7 +15,7 @@ from app.cli.schema import backup_first, migrate, print_current
 from app.db.backup import backup_now
 from app.db.engine import api_connection
 from app.db.migration_lock import run_locked
-from app.db.reset import drop_api_tables
+from app.db.reset import api_owned_tables, drop_api_tables
 from app.db.restore import choose_archive, read_archive, restore_archive
 from app.errors import SetupError
 from app.services.admins import create_admin, validated_account
@@ -50,7 +50,7 @@ def cmd_init(args: argparse.Namespace, ctx: CommandContext) -> int:
 def cmd_reset(args: argparse.Namespace, ctx: CommandContext) -> int:
     settings = ctx.settings
     name = settings.api_db_name
-    question = f"Drop the API's tables (users, roles, user_roles and Alembic's) from '{name}'?"
+    question = f"Drop the API's tables ({', '.join(api_owned_tables())}) from '{name}'?"
     if not args.yes and not confirmed(question, "reset drops the API's tables", "run `just reset --yes`"):
         print("Nothing dropped.")
         return 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -42,6 +43,8 @@ class DBUser(SQLModel, table=True):
     phone_number: str | None = Field(default=None, max_length=20)
     hashed_password: str = Field(max_length=255)
     is_active: bool = Field(default=True, sa_column_kwargs={"server_default": sa.true()})
+    # When the owner proved the address is theirs (a verification or a password reset mail); null: not yet.
+    email_verified_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
     created_at: datetime | None = Field(
         default=None,
         sa_type=sa.DateTime(timezone=True),
@@ -64,6 +67,63 @@ class UserRoleLink(SQLModel, table=True):
 
     user_id: int = Field(foreign_key="users.id", primary_key=True, ondelete="CASCADE")
     role_id: int = Field(foreign_key="roles.id", primary_key=True, ondelete="CASCADE")
+
+
+class DBSession(SQLModel, table=True):
+    """A login: its refresh tokens and the access tokens issued with them are valid while this row exists."""
+
+    __tablename__ = "user_sessions"
+
+    id: uuid.UUID = Field(primary_key=True)
+    user_id: int = Field(foreign_key="users.id", index=True, ondelete="CASCADE")
+    user_agent: str | None = Field(default=None, max_length=255)
+    created_at: datetime | None = Field(
+        default=None,
+        sa_type=sa.DateTime(timezone=True),
+        sa_column_kwargs={"server_default": sa.func.now(), "nullable": False},
+    )
+    # The last login or refresh: authenticated requests do not write, so this lags by up to one access token.
+    last_used_at: datetime | None = Field(
+        default=None,
+        sa_type=sa.DateTime(timezone=True),
+        sa_column_kwargs={"server_default": sa.func.now(), "nullable": False},
+    )
+    # When the newest refresh token expires; each refresh moves it on.
+    expires_at: datetime = Field(sa_type=sa.DateTime(timezone=True))
+
+
+class DBRefreshToken(SQLModel, table=True):
+    """A refresh token of a session, by its SHA-256: the newest one refreshes, a rotated one ends the session."""
+
+    __tablename__ = "refresh_tokens"
+
+    token_hash: str = Field(primary_key=True, max_length=64)
+    session_id: uuid.UUID = Field(foreign_key="user_sessions.id", index=True, ondelete="CASCADE")
+    created_at: datetime | None = Field(
+        default=None,
+        sa_type=sa.DateTime(timezone=True),
+        sa_column_kwargs={"server_default": sa.func.now(), "nullable": False},
+    )
+    expires_at: datetime = Field(sa_type=sa.DateTime(timezone=True))
+    # Set when a refresh replaced this token: presenting it again means it was copied.
+    rotated_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
+
+
+class DBAccountToken(SQLModel, table=True):
+    """A single-use token mailed to a user (email verification, password reset), by its SHA-256."""
+
+    __tablename__ = "account_tokens"
+
+    token_hash: str = Field(primary_key=True, max_length=64)
+    user_id: int = Field(foreign_key="users.id", index=True, ondelete="CASCADE")
+    purpose: str = Field(max_length=20)
+    created_at: datetime | None = Field(
+        default=None,
+        sa_type=sa.DateTime(timezone=True),
+        sa_column_kwargs={"server_default": sa.func.now(), "nullable": False},
+    )
+    expires_at: datetime = Field(sa_type=sa.DateTime(timezone=True))
+    used_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
 
 
 # Uniqueness ignoring case is decided by the database, not by a check before the insert.

@@ -30,6 +30,8 @@ from app.http.dependencies import (
     provide_drain,
     provide_engine,
     provide_hashing,
+    provide_lockout,
+    provide_outbox,
     provide_schema_heads,
     provide_session,
     provide_sessions,
@@ -38,19 +40,40 @@ from app.http.docs import docs_assets, openapi_config
 from app.http.errors import EXCEPTION_HANDLERS
 from app.http.openapi import ApiOperation
 from app.http.routes.admin import get_user, grant, list_users, revoke, update_user
-from app.http.routes.auth import login, me
+from app.http.routes.auth import login, logout, refresh
 from app.http.routes.health import health, live, ready
+from app.http.routes.me import change_my_password, delete_me, me, my_sessions
+from app.http.routes.recovery import (
+    ask_password_reset,
+    confirm_password_reset,
+    resend_verification_mail,
+    verify,
+)
 from app.http.routes.users import register
 from app.repositories.users import ActiveUserLookup
 from app.services.bootstrap import bootstrap_database
+from app.services.lockout import login_lockout
+from app.services.mail import Outbox, mail_backend
+from app.services.mailed_tokens import MailedTokens
+from app.services.maintenance import prune_periodically
 from app.services.passwords import PasswordHashing
 from app.settings import Settings, get_settings
 
 logger = logging.getLogger("app")
 API_PREFIX = "/api/v1"
-# Sign-up and login are throttled per client address; the other handlers do not pay for the rate limiter at all.
-THROTTLED_HANDLERS = [register, login]
-API_HANDLERS = [me, list_users, get_user, grant, revoke, update_user]
+# What a stranger can call is throttled per client address, and so is every check of a password (a stolen access
+# token must not guess the password at full speed); the other handlers do not pay for the rate limiter at all.
+THROTTLED_HANDLERS = [
+    register,
+    login,
+    refresh,
+    ask_password_reset,
+    confirm_password_reset,
+    verify,
+    resend_verification_mail,
+]
+THROTTLED_API_HANDLERS = [change_my_password, delete_me]
+API_HANDLERS = [me, my_sessions, logout, list_users, get_user, grant, revoke, update_user]
 
 
 def create_app(settings: Settings | None = None, *, bootstrapped: bool = False) -> Litestar:
@@ -72,6 +95,9 @@ def create_app(settings: Settings | None = None, *, bootstrapped: bool = False) 
         )
         hashing = None
         lookup_pool = None
+        pruning: asyncio.Task[None] | None = None
+        lockout = login_lockout(settings)
+        outbox = Outbox(mail_backend(settings))
         try:
             if not bootstrapped:
                 report = await bootstrap_database(engine, settings)
@@ -84,10 +110,21 @@ def create_app(settings: Settings | None = None, *, bootstrapped: bool = False) 
             app.state.user_lookup = ActiveUserLookup(lookup_pool, settings.db_pool_timeout, settings.api_db_schema)
             app.state.sessionmaker = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
             app.state.hashing = hashing
+            app.state.lockout = lockout
+            app.state.outbox = outbox
+            outbox.start()
+            if settings.mail_backend == "console" and settings.environment != "development":
+                logger.warning("MAIL_BACKEND=console: mails are logged, not sent; set MAIL_BACKEND=smtp and SMTP_*")
+            pruning = asyncio.create_task(prune_periodically(app.state.sessionmaker), name="prune expired")
             yield
         finally:
+            if pruning is not None:
+                pruning.cancel()
+                await asyncio.gather(pruning, return_exceptions=True)
+            await outbox.close()  # queued mails get a few seconds to go out
             if hashing is not None:
                 hashing.close()
+            await lockout.close()
             try:
                 if lookup_pool is not None:
                     await close_lookup_pool(lookup_pool)
@@ -95,7 +132,8 @@ def create_app(settings: Settings | None = None, *, bootstrapped: bool = False) 
                 await engine.dispose()
 
     jwt_auth = build_jwt_auth(settings)
-    tokens = AccessTokens(jwt_auth)
+    tokens = AccessTokens(jwt_auth, settings)
+    mails = MailedTokens.from_settings(settings)
     app = Litestar(
         route_handlers=[
             health,
@@ -109,6 +147,12 @@ def create_app(settings: Settings | None = None, *, bootstrapped: bool = False) 
                     Router("/", route_handlers=THROTTLED_HANDLERS, middleware=[rate_limit(settings).middleware]),
                     # The document puts the bearer token on these operations only, where the service asks for it.
                     Router("/", route_handlers=API_HANDLERS, security=[jwt_auth.security_requirement]),
+                    Router(
+                        "/",
+                        route_handlers=THROTTLED_API_HANDLERS,
+                        middleware=[rate_limit(settings).middleware],
+                        security=[jwt_auth.security_requirement],
+                    ),
                 ],
             ),
         ],
@@ -120,9 +164,12 @@ def create_app(settings: Settings | None = None, *, bootstrapped: bool = False) 
             "sessions": Provide(provide_sessions, sync_to_thread=False),
             "session": Provide(provide_session),
             "hashing": Provide(provide_hashing, sync_to_thread=False),
+            "lockout": Provide(provide_lockout, sync_to_thread=False),
             "schema_heads": Provide(provide_schema_heads, sync_to_thread=False),
             "drain": Provide(provide_drain, sync_to_thread=False),
             "tokens": Provide(lambda: tokens, sync_to_thread=False),
+            "mails": Provide(lambda: mails, sync_to_thread=False),
+            "outbox": Provide(provide_outbox, sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         # The runner owns the root logger (`just serve` sets it up); unexpected errors are logged by our 500 handler.

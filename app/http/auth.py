@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -26,17 +27,28 @@ PUBLIC_PATHS = ["^/schema(/|$)"]
 RATE_LIMIT_STORE = "rate_limit"
 
 
+# The claim (in Litestar's `extras`) naming the session an access token belongs to; OpenID Connect's name for it.
+SESSION_CLAIM = "sid"
+
+
 async def retrieve_user(token: Token, connection: ASGIConnection[Any, Any, Any, Any]) -> UserRecord | None:
-    """The token's user, read fresh so a deactivation or a role change counts at once."""
+    """The token's user, read fresh so a deactivation, a role change or a logout counts at once."""
     try:
         user_id = int(token.sub)
+        session_id = token_session(token)
     except ValueError:
         return None
     if not 1 <= user_id <= MAX_ID:
         return None
-    # Read afresh on every request: a deactivation or a role change counts at the next one, on every instance.
+    # Read afresh on every request: a deactivation, a role change or an ended session counts at the next one, on
+    # every instance.
     lookup: ActiveUserLookup = connection.app.state.user_lookup
-    return await lookup(user_id)
+    return await lookup(user_id, session_id)
+
+
+def token_session(token: Token) -> uuid.UUID:
+    """The id of the session the access token belongs to; ValueError when it names none."""
+    return uuid.UUID(str(token.extras.get(SESSION_CLAIM)))
 
 
 def build_jwt_auth(settings: Settings) -> JWTAuth[UserRecord]:
@@ -58,17 +70,19 @@ def without_global_security(jwt_auth: JWTAuth[UserRecord], app_config: AppConfig
 
 
 class AccessTokens:
-    """Issues signed bearer tokens; a plain class, so handlers can have it injected."""
+    """Issues signed bearer tokens and knows the sessions' lifetime; a plain class, so handlers can have it injected."""
 
-    def __init__(self, jwt_auth: JWTAuth[UserRecord]) -> None:
+    def __init__(self, jwt_auth: JWTAuth[UserRecord], settings: Settings) -> None:
         self._jwt_auth = jwt_auth
+        self.session_lifetime = timedelta(days=settings.refresh_token_days)
+        self.require_verified_email = settings.require_verified_email
 
     @property
     def lifetime_seconds(self) -> int:
         return int(self._jwt_auth.default_token_expiration.total_seconds())
 
-    def issue(self, user: UserRecord) -> str:
-        return self._jwt_auth.create_token(identifier=str(user.id))
+    def issue(self, user_id: int, session_id: uuid.UUID) -> str:
+        return self._jwt_auth.create_token(identifier=str(user_id), token_extras={SESSION_CLAIM: str(session_id)})
 
 
 def require_role(*allowed: RoleName) -> Guard:

@@ -13,6 +13,8 @@ from litestar.datastructures import State
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.services.lockout import LoginLockout
+from app.services.mail import Outbox
 from app.services.passwords import PasswordHashing
 
 
@@ -57,3 +59,13 @@ def provide_schema_heads(state: State) -> frozenset[str]:
 def provide_hashing(state: State) -> PasswordHashing:
     hashing: PasswordHashing = state.hashing
     return hashing
+
+
+def provide_lockout(state: State) -> LoginLockout:
+    lockout: LoginLockout = state.lockout
+    return lockout
+
+
+def provide_outbox(state: State) -> Outbox:
+    outbox: Outbox = state.outbox
+    return outbox

@@ -20,8 +20,12 @@ from app.errors import (
     AlreadyRegisteredError,
     ConflictError,
     DomainError,
+    EmailNotVerifiedError,
+    InvalidTokenError,
+    LockedOutError,
     NotFoundError,
     UnavailableError,
+    WrongPasswordError,
 )
 from app.http.problems import PROBLEM_MEDIA_TYPE, problem_body
 
@@ -78,7 +82,15 @@ def on_validation_error(request: Request[Any, Any, Any], exc: ValidationExceptio
 
 
 # Each kind of domain error, its status; the most specific class that matches wins.
-DOMAIN_STATUS: dict[type[DomainError], int] = {NotFoundError: 404, ConflictError: 409, UnavailableError: 503}
+DOMAIN_STATUS: dict[type[DomainError], int] = {
+    InvalidTokenError: 400,
+    WrongPasswordError: 403,
+    EmailNotVerifiedError: 403,
+    NotFoundError: 404,
+    ConflictError: 409,
+    LockedOutError: 429,
+    UnavailableError: 503,
+}
 
 
 def on_domain_error(request: Request[Any, Any, Any], exc: DomainError) -> Response[Any]:
@@ -87,7 +99,8 @@ def on_domain_error(request: Request[Any, Any, Any], exc: DomainError) -> Respon
     status = next((DOMAIN_STATUS[kind] for kind in type(exc).__mro__ if kind in DOMAIN_STATUS), None)
     if status is None:
         return on_unexpected_error(request, exc)
-    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, UnavailableError) else None
+    retry_after = exc.retry_after if isinstance(exc, UnavailableError | LockedOutError) else None
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
     extensions = {"field": exc.field} if isinstance(exc, AlreadyRegisteredError) else {}
     return error_response(status, str(exc), headers=headers, **extensions)
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from litestar.handlers.http_handlers import HTTPRouteHandler
-from litestar.openapi.spec import Link, OpenAPIHeader, OpenAPIResponse, Operation, Schema
+from litestar.openapi.spec import Link, OpenAPIHeader, OpenAPIResponse, Operation, RequestBody, Schema
 from litestar.openapi.spec.enums import OpenAPIType
 from litestar.types import Method
 
@@ -45,3 +45,13 @@ def linked(status: int, **links: Link) -> type[ApiOperation]:
             response.links = {**(response.links or {}), **links}
 
     return LinkedOperation
+
+
+@dataclass
+class OptionalBodyOperation(ApiOperation):
+    """An operation whose request body may be left out (Litestar documents every body as required)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.request_body, RequestBody):
+            self.request_body.required = False

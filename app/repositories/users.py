@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import asyncpg
-from sqlalchemy import bindparam, func, make_url, or_
+import sqlalchemy as sa
+from sqlalchemy import bindparam, exists, func, make_url, or_
 from sqlalchemy.dialects.postgresql import aggregate_order_by, insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, delete, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.db.errors import constraint_name
-from app.db.models import EMAIL_UNIQUE, USERNAME_UNIQUE, DBRole, DBUser, UserRoleLink
+from app.db.models import EMAIL_UNIQUE, USERNAME_UNIQUE, DBRole, DBSession, DBUser, UserRoleLink
 from app.errors import AlreadyRegisteredError, RoleMissingError
 
 # The unique indexes that decide who gets a name, and the field each one guards.
@@ -40,6 +42,7 @@ class UserRecord:
     is_active: bool
     roles: list[str]
     created_at: datetime
+    email_verified: bool = False
 
 
 # The user's role names, alphabetically: a correlated subquery on the user_roles primary key.
@@ -54,11 +57,17 @@ _WITH_ROLES = select(DBUser, _ROLE_NAMES)
 _BY_ID = _WITH_ROLES.where(col(DBUser.id) == bindparam("user_id"))
 _WANTED = func.lower(bindparam("identifier"))
 _CREDENTIALS = _WITH_ROLES.where(or_(func.lower(DBUser.username) == _WANTED, func.lower(DBUser.email) == _WANTED))
+# The token's session is live: one primary-key probe inside the user's read, not a second round trip.
+_LIVE_SESSION = exists().where(
+    col(DBSession.id) == bindparam("session_id", type_=sa.Uuid()),
+    col(DBSession.user_id) == col(DBUser.id),
+    col(DBSession.expires_at) > func.now(),
+)
 # What the hot path reads, and no more (no password hash): the columns of a UserRecord.
 _ACTIVE_BY_ID = (
     select(DBUser.id, DBUser.username, DBUser.email, DBUser.full_name)
-    .add_columns(col(DBUser.is_active), col(DBUser.created_at), _ROLE_NAMES)
-    .where(col(DBUser.id) == bindparam("user_id"), col(DBUser.is_active))
+    .add_columns(col(DBUser.is_active), col(DBUser.created_at), col(DBUser.email_verified_at), _ROLE_NAMES)
+    .where(col(DBUser.id) == bindparam("user_id"), col(DBUser.is_active), _LIVE_SESSION)
 )
 
 
@@ -72,6 +81,7 @@ def _record(user: Any, roles: list[str] | None) -> UserRecord:
         is_active=user.is_active,
         roles=list(roles or ()),
         created_at=user.created_at,
+        email_verified=user.email_verified_at is not None,
     )
 
 
@@ -178,13 +188,37 @@ class UserRepository:
     async def set_active(self, user_id: int, active: bool) -> None:
         await self.session.exec(update(DBUser).where(col(DBUser.id) == user_id).values(is_active=active))
 
-    async def set_password_hash(self, user_id: int, hashed_password: str) -> None:
+    async def set_password_hash(self, user_id: int, hashed_password: str, *, replacing: str | None = None) -> bool:
+        """Store the new hash (only over `replacing`, when given); whether it was stored."""
         statement = update(DBUser).where(col(DBUser.id) == user_id).values(hashed_password=hashed_password)
-        await self.session.exec(statement)
+        if replacing is not None:
+            statement = statement.where(col(DBUser.hashed_password) == replacing)
+        return bool((await self.session.exec(statement)).rowcount)
+
+    async def password_hash(self, user_id: int) -> str | None:
+        """The active user's password hash, or None."""
+        statement = select(DBUser.hashed_password).where(col(DBUser.id) == user_id, col(DBUser.is_active))
+        return (await self.session.exec(statement)).one_or_none()
+
+    async def find_by_email(self, email: str) -> UserRecord | None:
+        """The active user with this email (ignoring case), or None."""
+        wanted = func.lower(DBUser.email) == func.lower(email)
+        row = (await self.session.exec(_WITH_ROLES.where(wanted, col(DBUser.is_active)))).one_or_none()
+        return _record(*row) if row else None
+
+    async def mark_email_verified(self, user_id: int) -> None:
+        """Record that the owner proved the address is theirs (the first proof counts; later ones change nothing)."""
+        statement = update(DBUser).where(col(DBUser.id) == user_id, col(DBUser.email_verified_at).is_(None))
+        await self.session.exec(statement.values(email_verified_at=func.now()))
+
+    async def remove(self, user_id: int) -> None:
+        """Delete the user; its roles and sessions go with it (ON DELETE CASCADE)."""
+        await self.session.exec(delete(DBUser).where(col(DBUser.id) == user_id))
 
 
 class ActiveUserLookup:
-    """The read every authenticated request makes: the active user behind a token, with its current roles.
+    """The read every authenticated request makes: the active user behind a token, with its current roles, as long
+    as the token's session has not ended.
 
     The SQLModel statement is compiled once per process and run on a small asyncpg pool of its own, outside a
     transaction: one prepared statement and one round trip, with no BEGIN/COMMIT, no ORM and no SQLAlchemy pool
@@ -199,14 +233,14 @@ class ActiveUserLookup:
         compiled = _ACTIVE_BY_ID.compile(
             dialect=make_url("postgresql+asyncpg://").get_dialect()(), **(in_schema if schema else {})
         )
-        if list(compiled.positiontup or ()) != ["user_id"]:
-            raise RuntimeError(f"expected one positional parameter, not {compiled.positiontup}")
+        if list(compiled.positiontup or ()) != ["user_id", "session_id"]:
+            raise RuntimeError(f"expected the parameters user_id and session_id, not {compiled.positiontup}")
         self._sql = str(compiled)
 
-    async def __call__(self, user_id: int) -> UserRecord | None:
+    async def __call__(self, user_id: int, session_id: uuid.UUID) -> UserRecord | None:
         # A flood waits at most the pool time-out, then fails like the engine's pool does (TimeoutError: 503).
         async with self.pool.acquire(timeout=self.acquire_timeout) as connection:
-            row = await connection.fetchrow(self._sql, user_id)
+            row = await connection.fetchrow(self._sql, user_id, session_id)
         return _record(_Columns(row), row["roles"]) if row is not None else None
 
 

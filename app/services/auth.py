@@ -2,12 +2,45 @@
 
 from __future__ import annotations
 
+import math
+from datetime import timedelta
+
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.errors import HashingOverloadedError
+from app.errors import EmailNotVerifiedError, HashingOverloadedError, LockedOutError
 from app.repositories.users import UserRecord, UserRepository
+from app.services.lockout import LoginLockout
 from app.services.passwords import PasswordHashing
+from app.services.sessions import SessionGrant, start_session
+
+
+async def log_in(
+    sessions: async_sessionmaker[AsyncSession],
+    hashing: PasswordHashing,
+    lockout: LoginLockout,
+    identifier: str,
+    password: str,
+    *,
+    user_agent: str | None,
+    lifetime: timedelta,
+    require_verified_email: bool = False,
+) -> SessionGrant | None:
+    """A new session for the active user whose username or email and password match, else None.
+
+    Raises LockedOutError, before any hashing, while the identifier waits after too many failures, and
+    EmailNotVerifiedError for the right password of an unverified address when verification is required.
+    """
+    wait = await lockout.attempt(identifier)
+    if wait > 0:
+        raise LockedOutError(math.ceil(wait))
+    user = await authenticate(sessions, hashing, identifier, password)
+    if user is None:
+        return None
+    await lockout.succeeded(identifier)
+    if require_verified_email and not user.email_verified:
+        raise EmailNotVerifiedError
+    return await start_session(sessions, user.id, user_agent, lifetime)
 
 
 async def authenticate(

@@ -1,25 +1,37 @@
-"""`register_user`: hash first, then one short transaction that creates the user with the `user` role."""
+"""`register_user`: hash first, then one short transaction that creates the user with the `user` role and its
+verification token; the verification mail goes out once that commits."""
 
 from __future__ import annotations
 
+from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.repositories.users import NewUser, UserRecord, UserRepository
 from app.roles import RoleName
+from app.services.mail import Outbox
+from app.services.mailed_tokens import MailedTokens, issue_verification
 from app.services.passwords import PasswordHashing
 
 
 async def register_user(
-    session: AsyncSession,
+    sessions: async_sessionmaker[AsyncSession],
     hashing: PasswordHashing,
+    outbox: Outbox,
+    mails: MailedTokens,
     *,
     username: str,
     email: str,
     password: str,
     full_name: str | None,
 ) -> UserRecord:
-    """Create a user with the `user` role; raises AlreadyRegisteredError when the name or email is taken."""
-    # The session has not touched the pool yet: no connection is held while the hash waits or runs.
+    """Create a user with the `user` role and mail it a verification token; raises AlreadyRegisteredError when the
+    name or email is taken."""
+    # No connection is held while the hash waits or runs: the transaction starts after it.
     hashed_password = await hashing.hash(password)
     new_user = NewUser(username=username, email=email, full_name=full_name, hashed_password=hashed_password)
-    return await UserRepository(session).create_with_role(new_user, RoleName.USER)
+    async with sessions.begin() as session:
+        user = await UserRepository(session).create_with_role(new_user, RoleName.USER)
+        mail = await issue_verification(session, mails, user)
+    if mail is not None:
+        outbox.send(mail)  # queued: the request does not wait on the mail server
+    return user

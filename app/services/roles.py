@@ -1,4 +1,4 @@
-"""Granting and revoking roles, and (de)activating users: the admin's operations."""
+"""Granting and revoking roles, (de)activating and removing users, never leaving no active admin."""
 
 from __future__ import annotations
 
@@ -37,6 +37,16 @@ async def set_active(session: AsyncSession, user_id: int, active: bool) -> UserR
         await _keep_another_admin(users, user, admin_role)
     await users.set_active(user_id, active)
     return await _existing_user(users, user_id)
+
+
+async def remove_user(session: AsyncSession, user_id: int) -> None:
+    """Delete the user, its roles and its sessions; refused when it is the last active admin."""
+    users = UserRepository(session)
+    admin_role = await _lock_admins(session)
+    user = await _existing_user(users, user_id)
+    if admin_role is not None and RoleName.ADMIN in user.roles and user.is_active:
+        await _keep_another_admin(users, user, admin_role)
+    await users.remove(user_id)
 
 
 async def _lock_admins(session: AsyncSession) -> int | None:

@@ -1,10 +1,10 @@
-"""POST /api/v1/login and GET /api/v1/me."""
+"""POST /api/v1/login, /refresh and /logout: sessions and their tokens."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from litestar import Request, get, post
+from litestar import Request, post
 from litestar.di import NamedDependency
 from litestar.exceptions import NotAuthorizedException
 from litestar.openapi.spec import Link
@@ -13,15 +13,21 @@ from litestar.security.jwt import Token
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.http.auth import AccessTokens
-from app.http.openapi import linked
+from app.http.auth import AccessTokens, token_session
+from app.http.openapi import OptionalBodyOperation, linked
 from app.http.problems import AUTHENTICATED, CLOSED, problems
-from app.http.schemas import AccessToken, LoginRequest, UserDetail, user_detail
+from app.http.schemas import AccessToken, LoginRequest, LogoutRequest, RefreshRequest
+from app.repositories.sessions import SessionRepository
 from app.repositories.users import UserRecord
-from app.services.auth import authenticate
+from app.services.auth import log_in
+from app.services.lockout import LoginLockout
 from app.services.passwords import PasswordHashing
+from app.services.sessions import SessionGrant, refresh_session
 
 BAD_CREDENTIALS = "Invalid username or password"
+BAD_REFRESH_TOKEN = "Invalid or expired refresh token; log in again"  # noqa: S105  (a message, not a secret)
+Sessions = NamedDependency[async_sessionmaker[AsyncSession]]
+Tokens = NamedDependency[AccessTokens]
 
 
 @post(
@@ -29,7 +35,21 @@ BAD_CREDENTIALS = "Invalid username or password"
     exclude_from_auth=True,
     summary="Log in",
     status_code=200,
-    responses=problems(400, 401, 413, 429, 503, described={401: f"{BAD_CREDENTIALS}, or the user is deactivated"}),
+    responses=problems(
+        400,
+        401,
+        403,
+        413,
+        429,
+        503,
+        described={
+            401: f"{BAD_CREDENTIALS}, or the user is deactivated",
+            403: "The password is right, but the email address is not verified yet and the service requires it "
+            "(`REQUIRE_VERIFIED_EMAIL`)",
+            429: "Too many attempts from this address, or too many failed logins in a row for this username or email "
+            "(whether or not it belongs to an account): retry after `Retry-After` seconds",
+        },
+    ),
     operation_class=linked(
         200,
         CurrentUser=Link(
@@ -41,23 +61,85 @@ BAD_CREDENTIALS = "Invalid username or password"
 )
 async def login(
     data: Annotated[LoginRequest, Body(schema_extra=CLOSED)],
-    sessions: NamedDependency[async_sessionmaker[AsyncSession]],
+    sessions: Sessions,
     hashing: NamedDependency[PasswordHashing],
-    tokens: NamedDependency[AccessTokens],
+    lockout: NamedDependency[LoginLockout],
+    tokens: Tokens,
+    request: Request[Any, Any, Any],
 ) -> AccessToken:
-    """Exchange a username (or email) and password for a bearer token."""
-    user = await authenticate(sessions, hashing, data.username, data.password)
-    if user is None:
+    """Exchange a username (or email) and password for a bearer token and a refresh token: a new session.
+
+    After `LOGIN_LOCKOUT_ATTEMPTS` failures in a row for one username or email, further attempts wait, longer after
+    each failure."""
+    grant = await log_in(
+        sessions,
+        hashing,
+        lockout,
+        data.username,
+        data.password,
+        user_agent=request.headers.get("user-agent"),
+        lifetime=tokens.session_lifetime,
+        require_verified_email=tokens.require_verified_email,
+    )
+    if grant is None:
         # One answer for unknown users, wrong passwords and inactive users alike.
         raise NotAuthorizedException(BAD_CREDENTIALS)
+    return _tokens(tokens, grant)
+
+
+@post(
+    "/refresh",
+    exclude_from_auth=True,
+    summary="Refresh the tokens",
+    status_code=200,
+    responses=problems(
+        400,
+        401,
+        413,
+        429,
+        503,
+        described={
+            401: "The refresh token is unknown, expired, of a deactivated user, or was used already (which ends its "
+            "session: its newest refresh token and its access tokens stop working too)"
+        },
+    ),
+)
+async def refresh(
+    data: Annotated[RefreshRequest, Body(schema_extra=CLOSED)], sessions: Sessions, tokens: Tokens
+) -> AccessToken:
+    """A new access token and a new refresh token for a refresh token, which is then used up."""
+    grant = await refresh_session(sessions, data.refresh_token, tokens.session_lifetime)
+    if grant is None:
+        raise NotAuthorizedException(BAD_REFRESH_TOKEN)
+    return _tokens(tokens, grant)
+
+
+@post(
+    "/logout",
+    summary="Log out",
+    status_code=204,
+    operation_class=OptionalBodyOperation,
+    responses=problems(400, *AUTHENTICATED, 413),
+)
+async def logout(
+    request: Request[UserRecord, Token, Any],
+    session: NamedDependency[AsyncSession],
+    data: Annotated[LogoutRequest, Body(schema_extra=CLOSED)] = LogoutRequest(),  # noqa: B008  (frozen: shared safely)
+) -> None:
+    """End this session (`{"all": true}`: every session of the user): its access and refresh tokens stop working at
+    once, on every instance."""
+    sessions = SessionRepository(session)
+    if data.all:
+        await sessions.end_all(request.user.id)
+    else:
+        await sessions.end(token_session(request.auth), user_id=request.user.id)
+
+
+def _tokens(tokens: AccessTokens, grant: SessionGrant) -> AccessToken:
     return AccessToken(
-        access_token=tokens.issue(user),
+        access_token=tokens.issue(grant.user_id, grant.session_id),
         token_type="bearer",  # noqa: S106  (the OAuth 2 token type, not a secret)
         expires_in=tokens.lifetime_seconds,
+        refresh_token=grant.refresh_token,
+        refresh_expires_in=int(tokens.session_lifetime.total_seconds()),
     )
-
-
-@get("/me", summary="The current user", responses=problems(*AUTHENTICATED))
-async def me(request: Request[UserRecord, Token, Any]) -> UserDetail:
-    """The user the bearer token belongs to, with its roles."""
-    return user_detail(request.user)

@@ -9,12 +9,15 @@ from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency
 from litestar.openapi.spec import Example, Link
 from litestar.params import Body
+from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.http.openapi import linked
 from app.http.problems import CLOSED, problems
 from app.http.routes.admin import get_user
 from app.http.schemas import UserCreate, UserRead, user_read
+from app.services.mail import Outbox
+from app.services.mailed_tokens import MailedTokens
 from app.services.passwords import PasswordHashing
 from app.services.registration import register_user
 
@@ -64,13 +67,23 @@ async def register(
             schema_extra=CLOSED,
         ),
     ],
-    session: NamedDependency[AsyncSession],
+    sessions: NamedDependency[async_sessionmaker[AsyncSession]],
     hashing: NamedDependency[PasswordHashing],
+    outbox: NamedDependency[Outbox],
+    mails: NamedDependency[MailedTokens],
     request: Request[Any, Any, Any],
 ) -> Response[UserRead]:
-    """Create an account with the `user` role. The password is stored only as an Argon2id hash."""
+    """Create an account with the `user` role, and mail it a token that verifies the address. The password is stored
+    only as an Argon2id hash."""
     user = await register_user(
-        session, hashing, username=data.username, email=data.email, password=data.password, full_name=data.full_name
+        sessions,
+        hashing,
+        outbox,
+        mails,
+        username=data.username,
+        email=data.email,
+        password=data.password,
+        full_name=data.full_name,
     )
     location = request.app.route_reverse(get_user, user_id=user.id)
     return Response(user_read(user), status_code=201, headers={"Location": location})
