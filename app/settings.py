@@ -162,6 +162,16 @@ class Settings(BaseSettings):
             raise ValueError("LOGIN_LOCKOUT_MAX_SECONDS must be at least LOGIN_LOCKOUT_SECONDS")
         return self
 
+    @model_validator(mode="after")
+    def _mails_are_sent_outside_development(self) -> Settings:
+        # The console backend logs each mail whole: a reset token in a log line is an account for anyone who reads it.
+        if self.mail_backend == "console" and self.environment != "development":
+            raise ValueError(
+                f"MAIL_BACKEND is console (mails, with their reset tokens, go to the log) and ENVIRONMENT is "
+                f"'{self.environment}'; set MAIL_BACKEND=smtp and SMTP_HOST, SMTP_PORT, SMTP_USERNAME, SMTP_PASSWORD"
+            )
+        return self
+
     @property
     def uses_example_secret(self) -> bool:
         """True when tokens would be signed with the published example secret."""

@@ -400,7 +400,13 @@ async def test_two_instances_share_the_limit_through_redis(pg: Databases, api_db
 def test_the_example_secret_is_refused_outside_development() -> None:
     with pytest.raises(ValidationError, match="JWT_SECRET is the example value"):
         Settings.model_validate({"environment": "production"})
-    assert Settings.model_validate({"environment": "production", "jwt_secret": "s" * 40}).environment == "production"
+    production = {"environment": "production", "jwt_secret": "s" * 40, "mail_backend": "smtp"}
+    assert Settings.model_validate(production).environment == "production"
+
+
+def test_mails_with_tokens_are_not_logged_outside_development() -> None:
+    with pytest.raises(ValidationError, match="MAIL_BACKEND is console"):
+        Settings.model_validate({"environment": "production", "jwt_secret": "s" * 40})
 
 
 def test_the_example_secret_is_refused_beyond_loopback_unless_development_is_declared() -> None:

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import logging
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.db.engine import create_api_engine
 from app.http.app import create_app
 from app.services.maintenance import prune_expired, prune_periodically
+from app.services.sessions import start_session
 from tests.conftest import FAST_HASHING
 from tests.databases import Databases
 from tests.test_auth import PASSWORD, grant_directly, sign_up
@@ -263,3 +265,21 @@ async def test_the_document_covers_the_account_endpoints(client: Client) -> None
     assert {"refresh_token", "refresh_expires_in"} <= set(schemas["AccessToken"]["required"])
     assert "email_verified" in schemas["UserDetail"]["required"]
     assert schemas["PasswordReset"]["properties"]["new_password"]["maxLength"] == 128
+
+
+async def test_a_login_whose_password_was_changed_while_it_was_checked_starts_no_session(
+    client: Client, pg: Databases, api_db: str
+) -> None:
+    user_id = await sign_up(client, "alice")
+    (verified,) = await pg.fetch(api_db, "SELECT hashed_password FROM users WHERE id = $1", user_id)
+    # A reset lands between the password check and the new session: the session must not outlive the reset.
+    await pg.fetch(api_db, "UPDATE users SET hashed_password = 'reset meanwhile' WHERE id = $1", user_id)
+    engine = create_api_engine(pg.address, pg.settings(api_db))
+    sessions = async_sessionmaker(engine, class_=AsyncSession)
+    lifetime = timedelta(days=1)
+    try:
+        assert await start_session(sessions, user_id, None, lifetime, password_hash=verified[0]) is None
+        assert await pg.fetch(api_db, "SELECT count(*) FROM user_sessions") == [(0,)]
+        assert await start_session(sessions, user_id, None, lifetime, password_hash="reset meanwhile") is not None
+    finally:
+        await engine.dispose()

@@ -113,8 +113,6 @@ def create_app(settings: Settings | None = None, *, bootstrapped: bool = False) 
             app.state.lockout = lockout
             app.state.outbox = outbox
             outbox.start()
-            if settings.mail_backend == "console" and settings.environment != "development":
-                logger.warning("MAIL_BACKEND=console: mails are logged, not sent; set MAIL_BACKEND=smtp and SMTP_*")
             pruning = asyncio.create_task(prune_periodically(app.state.sessionmaker), name="prune expired")
             yield
         finally:

@@ -9,7 +9,7 @@ from sqlalchemy import ColumnElement, and_, exists, func, insert, literal
 from sqlmodel import col, delete, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.db.models import DBAccountToken
+from app.db.models import DBAccountToken, DBUser
 
 _NOW = func.now()
 
@@ -30,6 +30,8 @@ class AccountTokenRepository:
     ) -> bool:
         """Store a token, unless one for the same user and purpose was issued `unless_within` ago or less (so that
         nobody can flood an inbox); whether it was stored."""
+        # Two requests at once take turns on the user's row: the second sees the first's token and sends nothing.
+        await self.session.exec(select(DBUser.id).where(col(DBUser.id) == user_id).with_for_update())
         recent = exists().where(
             col(DBAccountToken.user_id) == user_id,
             col(DBAccountToken.purpose) == purpose,

@@ -44,8 +44,17 @@ class SessionRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def create(self, user_id: int, user_agent: str | None, token_hash: str, lifetime: timedelta) -> uuid.UUID:
-        """A new session with its first refresh token; its id."""
+    async def create(
+        self, user_id: int, user_agent: str | None, token_hash: str, lifetime: timedelta, *, password_hash: str
+    ) -> uuid.UUID | None:
+        """A new session with its first refresh token; its id. None when the user's password is no longer
+        `password_hash` (changed or reset since it was verified) or the user was deactivated meanwhile."""
+        # Shared lock: a reset or change still in flight commits first, and this login then finds the new hash.
+        still = select(DBUser.id).where(
+            col(DBUser.id) == user_id, col(DBUser.hashed_password) == password_hash, col(DBUser.is_active)
+        )
+        if (await self.session.exec(still.with_for_update(read=True))).one_or_none() is None:
+            return None
         session_id = uuid.uuid4()
         # Expiry from the database's clock, as every check of it is: instances' clocks never enter into it.
         values = {"id": session_id, "user_id": user_id, "user_agent": user_agent, "expires_at": _NOW + lifetime}
@@ -55,6 +64,11 @@ class SessionRepository:
 
     async def find_token(self, token_hash: str) -> PresentedToken | None:
         """The refresh token with this digest, locked until the transaction ends, or None."""
+        # The session first, then its token: the order a session's deletion takes them in (its row, then the tokens
+        # by cascade). The other order deadlocks a refresh against a logout, and the logout would lose.
+        owner = select(DBRefreshToken.session_id).where(col(DBRefreshToken.token_hash) == token_hash)
+        locked = select(DBSession.id).where(col(DBSession.id).in_(owner.scalar_subquery())).with_for_update()
+        await self.session.exec(locked)
         usable = (col(DBRefreshToken.expires_at) > _NOW) & (col(DBSession.expires_at) > _NOW) & col(DBUser.is_active)
         statement = (
             select(DBRefreshToken.session_id, DBSession.user_id, DBRefreshToken.rotated_at, usable)

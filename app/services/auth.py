@@ -34,19 +34,20 @@ async def log_in(
     wait = await lockout.attempt(identifier)
     if wait > 0:
         raise LockedOutError(math.ceil(wait))
-    user = await authenticate(sessions, hashing, identifier, password)
-    if user is None:
+    found = await authenticate(sessions, hashing, identifier, password)
+    if found is None:
         return None
+    user, password_hash = found
     await lockout.succeeded(identifier)
     if require_verified_email and not user.email_verified:
         raise EmailNotVerifiedError
-    return await start_session(sessions, user.id, user_agent, lifetime)
+    return await start_session(sessions, user.id, user_agent, lifetime, password_hash=password_hash)
 
 
 async def authenticate(
     sessions: async_sessionmaker[AsyncSession], hashing: PasswordHashing, identifier: str, password: str
-) -> UserRecord | None:
-    """The active user whose username or email and password match, else None.
+) -> tuple[UserRecord, str] | None:
+    """The active user whose username or email and password match, with the hash the password matched; else None.
 
     Unknown users, wrong passwords and inactive users all cost one Argon2 verification, so timing tells nothing.
     A hash made with older parameters is replaced by one with the current parameters.
@@ -63,7 +64,10 @@ async def authenticate(
             fresh = await hashing.hash(password)
         except HashingOverloadedError:
             # The old hash still verifies: the upgrade waits for a quieter login, the user does not.
-            return user
+            return user, hashed
         async with sessions.begin() as session:
-            await UserRepository(session).set_password_hash(user.id, fresh)
-    return user
+            # Only over the hash just verified: a password changed meanwhile must not come back.
+            if not await UserRepository(session).set_password_hash(user.id, fresh, replacing=hashed):
+                return None
+        return user, fresh
+    return user, hashed

@@ -10,8 +10,9 @@ import asyncio
 import logging
 import smtplib
 import ssl
+import threading
 from abc import ABC, abstractmethod
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 
@@ -90,7 +91,6 @@ class Outbox:
         self.retry_delay = retry_delay  # doubles after each failed attempt
         self._queue: asyncio.Queue[Mail] = asyncio.Queue(capacity)
         self._slots = asyncio.Semaphore(concurrency)
-        self._threads = ThreadPoolExecutor(concurrency, thread_name_prefix="mail")
         self._deliveries: set[asyncio.Task[None]] = set()
         self._worker: asyncio.Task[None] | None = None
 
@@ -115,8 +115,6 @@ class Outbox:
             for task in [*self._deliveries, *([self._worker] if self._worker else [])]:
                 task.cancel()
             await asyncio.gather(*self._deliveries, *([self._worker] if self._worker else []), return_exceptions=True)
-            # A thread stuck on a silent server ends at its socket time-out; nobody waits for it.
-            self._threads.shutdown(wait=False, cancel_futures=True)
 
     async def _run(self) -> None:
         while True:
@@ -132,10 +130,9 @@ class Outbox:
         self._queue.task_done()
 
     async def _deliver(self, mail: Mail) -> None:
-        loop = asyncio.get_running_loop()
         for attempt in range(1, self.attempts + 1):
             try:
-                await loop.run_in_executor(self._threads, self.backend.send, mail)
+                await in_daemon_thread(self.backend.send, mail)
             except Exception as exc:
                 # The exception's type only: a server's reply may quote what it was sent.
                 failure = f"{type(exc).__name__}, attempt {attempt} of {self.attempts}"
@@ -147,3 +144,32 @@ class Outbox:
                 await asyncio.sleep(delay)
             else:
                 return
+
+
+async def in_daemon_thread(blocking: Callable[[Mail], None], mail: Mail) -> None:
+    """Run `blocking(mail)` in a thread of its own that the process does not wait for at exit.
+
+    An executor's threads are joined at exit: one stuck on a silent mail server would hold a stopping instance past
+    its grace period. This one ends at its socket time-out, or with the process.
+    """
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def settle(error: BaseException | None) -> None:
+        if done.done():
+            return  # the delivery was cancelled meanwhile
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(error)
+
+    def run() -> None:
+        try:
+            blocking(mail)
+        except BaseException as exc:
+            loop.call_soon_threadsafe(settle, exc)
+        else:
+            loop.call_soon_threadsafe(settle, None)
+
+    threading.Thread(target=run, name="mail", daemon=True).start()
+    await done

@@ -28,14 +28,22 @@ class SessionGrant:
 
 
 async def start_session(
-    sessions: async_sessionmaker[AsyncSession], user_id: int, user_agent: str | None, lifetime: timedelta
-) -> SessionGrant:
-    """A new session for the user, with its first refresh token."""
+    sessions: async_sessionmaker[AsyncSession],
+    user_id: int,
+    user_agent: str | None,
+    lifetime: timedelta,
+    *,
+    password_hash: str,
+) -> SessionGrant | None:
+    """A new session for the user, with its first refresh token; None when the password verified against
+    `password_hash` was changed or reset while it was being checked (that change ended every session)."""
     token, digest = new_token()
     agent = user_agent.replace("\x00", "")[:USER_AGENT_LENGTH] if user_agent else None
     async with sessions.begin() as session:
-        session_id = await SessionRepository(session).create(user_id, agent, digest, lifetime)
-    return SessionGrant(user_id, session_id, token)
+        session_id = await SessionRepository(session).create(
+            user_id, agent, digest, lifetime, password_hash=password_hash
+        )
+    return SessionGrant(user_id, session_id, token) if session_id is not None else None
 
 
 async def refresh_session(
