@@ -141,6 +141,8 @@ def test_instances_start_after_the_migrate_step_and_go_through_pgbouncer(compose
     assert env["REDIS_URL"] == "redis://redis:6379/0"  # rate limits count across instances
     assert (env["API_HOST"], env["API_PORT"]) == (EVERY_INTERFACE, "8000")
     assert float(env["DRAIN_SECONDS"]) > 0
+    # The rest of .env (mail, lockout, ...) reaches the instances; the settings above override its host-side values.
+    assert api["env_file"] == [{"path": ".env", "required": False}]
     assert api["depends_on"] == {
         "migrate": {"condition": "service_completed_successfully"},
         "pgbouncer": {"condition": "service_healthy"},
