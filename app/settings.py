@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     drain_seconds: Annotated[float, Field(ge=0)] = 5.0
     db_pool_size: Annotated[int, Field(ge=1)] = 10
     db_pool_timeout: Annotated[float, Field(gt=0)] = 5.0
+    # Worker processes `serve` runs (`--workers` overrides): each has its own pools and a share of the hashers.
+    web_concurrency: Annotated[int, Field(ge=1)] = 1
 
     # GET /metrics in Prometheus' text format; on a listener of its own when METRICS_PORT is set.
     metrics_enabled: bool = True

@@ -2,22 +2,36 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
 import json
 import logging
+import os
 import re
+import signal
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator
 
+import httpx
+import psutil
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 
+from app.cli import main
+from app.cli.workers import hashers_per_worker
 from app.http.app import create_app
 from app.logs import log_handler
+from app.settings import PROJECT_ROOT
 from tests.conftest import FAST_HASHING
 from tests.databases import Databases
+from tests.live_server import free_port
+from tests.test_service import poll
 
 SIGN_UP = {"username": "rider", "email": "rider@example.com", "password": "secret-password-1"}
 MADE_ID = re.compile(r"[0-9a-f]{32}")
@@ -140,3 +154,69 @@ async def test_no_metrics_on_the_api_port_when_disabled_or_moved(pg: Databases, 
     assert "/metrics" not in {route.path for route in moved.routes}
     with pytest.raises(ValidationError, match="METRICS_PORT and API_PORT are both 8000"):
         pg.settings(api_db, metrics_port=8000)
+
+
+async def test_serve_with_two_workers_adds_their_counts_up_and_stops_both_on_sigterm(
+    pg: Databases, api_db: str
+) -> None:
+    port, requests = free_port(), 24
+    env = {**pg.env(api_db), **{k.upper(): str(v) for k, v in FAST_HASHING.items()}}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "app", "serve", "--workers", "2"],
+        env={**env, "API_PORT": str(port), "DRAIN_SECONDS": "0.5", "LOG_FORMAT": "text"},
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert server.stdout is not None
+    stdout = server.stdout
+    lines: list[str] = []  # what it says, line by line as it says it
+    reader = threading.Thread(target=lambda: lines.extend(iter(stdout.readline, "")), daemon=True)
+    reader.start()
+    workers: list[int] = []
+    try:
+        async with asyncio.timeout(60):  # both workers serving, not only started
+            while len(workers) < 2:
+                said = "".join(lines)
+                if said.count("Application startup complete") == 2:
+                    workers = [int(pid) for pid in re.findall(r"Started server process \[(\d+)\]", said)]
+                await asyncio.sleep(0.05)
+        # A connection each, all at once: the workers share the listening socket and take them as they come.
+        limits = httpx.Limits(max_keepalive_connections=0)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=limits) as client:
+            answers = await asyncio.gather(*(client.get("/health/live") for _ in range(requests)))
+            assert {answer.status_code for answer in answers} == {200}
+            for _ in range(4):  # whichever worker answers the scrape counts every worker's requests
+                found = samples((await client.get("/metrics")).text)
+                live = sample(found, "http_requests_total", method="GET", route="/health/live", status="200")
+                assert live == requests
+            server.send_signal(signal.SIGTERM)
+            draining = await poll(client, "/health/ready", 503)
+            assert draining.json()["status"] == "draining"
+        await asyncio.to_thread(server.wait, timeout=30)
+    finally:
+        if server.poll() is None:  # it failed: leave no worker behind either
+            server.kill()
+            server.wait()
+            for pid in workers:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        reader.join(timeout=10)
+    output = "".join(lines)
+    assert server.returncode == 0, output
+    assert not [pid for pid in workers if psutil.pid_exists(pid)]
+    assert "Traceback" not in output
+    assert output.count("Finished server process") == 2
+
+
+def test_workers_share_the_hashers_out_and_a_bad_number_is_refused(
+    pg: Databases, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cores = os.cpu_count() or 1
+    assert hashers_per_worker(pg.settings("x"), 2) == max(1, cores // 2)
+    assert hashers_per_worker(pg.settings("x", hash_workers=8), 2) == 4
+    assert hashers_per_worker(pg.settings("x", hash_workers=2), 3) == 1
+    with pytest.raises(SystemExit):
+        main(["serve", "--workers", "0"], settings=pg.settings("x"))
+    assert "'0' is not a number of workers: give 1 or more" in capsys.readouterr().err

@@ -90,8 +90,8 @@ def serve_metrics(settings: Settings, registry: CollectorRegistry) -> None:
     logging.getLogger("app").info("Metrics on http://%s:%d/metrics", settings.api_host, settings.metrics_port)
 
 
-def serve(settings: Settings) -> None:
-    """Run the service on API_HOST:API_PORT until interrupted."""
+def serve(settings: Settings, workers: int | None = None) -> None:
+    """Run the service on API_HOST:API_PORT until interrupted: in this process, or in `workers` processes."""
     configure_logging(settings)
     show_migration_steps(JsonFormatter() if settings.log_format == "json" else None)
     where = "embedded PostgreSQL" if settings.embedded else f"{settings.api_db_host}:{settings.api_db_port}"
@@ -100,6 +100,12 @@ def serve(settings: Settings) -> None:
     logger.info("%s", asyncio.run(_prepare(settings)))
     if settings.uses_example_secret:
         logger.warning("Tokens are signed with the example JWT_SECRET: set your own before others can reach this")
+    workers = workers or settings.web_concurrency
+    if workers > 1:
+        from app.cli.workers import run_workers
+
+        run_workers(settings, workers)
+        return
     metrics = Metrics()
     if settings.metrics_enabled and settings.metrics_port is not None:
         serve_metrics(settings, metrics.registry)
