@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import psutil
@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from app.cli import main
 from app.cli.workers import hashers_per_worker
 from app.http.app import create_app
-from app.logs import log_handler
+from app.logs import AccessLog, log_handler
 from app.settings import PROJECT_ROOT
 from tests.conftest import FAST_HASHING
 from tests.databases import Databases
@@ -51,15 +51,17 @@ def sample(found: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str
 
 
 @pytest.fixture
-def captured(client: AsyncTestClient[Litestar], pg: Databases, api_db: str) -> Iterator[io.StringIO]:
-    """What the service logs during the test, as `serve` writes it (JSON lines with the request id)."""
+def logged(
+    client: AsyncTestClient[Litestar], pg: Databases, api_db: str, capsys: pytest.CaptureFixture[str]
+) -> Iterator[Callable[[], str]]:
+    """What the service logs during the test as `serve` writes it: JSON lines, the request lines on stderr."""
     stream = io.StringIO()
     handler = log_handler(pg.settings(api_db), stream)
     logger = logging.getLogger("app")
     level = logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
-    yield stream
+    yield lambda: stream.getvalue() + capsys.readouterr().err
     logger.removeHandler(handler)
     logger.setLevel(level)
 
@@ -101,7 +103,7 @@ async def test_metrics_count_requests_by_route_template_and_status_sign_ups_and_
 
 
 async def test_request_ids_and_json_log_lines_with_no_secret_in_them(
-    client: AsyncTestClient[Litestar], captured: io.StringIO, pg: Databases, api_db: str
+    client: AsyncTestClient[Litestar], logged: Callable[[], str], pg: Databases, api_db: str
 ) -> None:
     kept = await client.get("/no/such/page", headers={"X-Request-ID": "lb-7f3a.01_X"})
     assert (kept.status_code, kept.headers["x-request-id"]) == (404, "lb-7f3a.01_X")
@@ -125,7 +127,8 @@ async def test_request_ids_and_json_log_lines_with_no_secret_in_them(
     broken = await client.post("/api/v1/register", json={**SIGN_UP, "username": "other", "email": "o@example.com"})
     assert broken.status_code == 500
 
-    lines = [json.loads(line) for line in captured.getvalue().splitlines()]
+    written = logged()
+    lines = [json.loads(line) for line in written.splitlines()]
     [line] = [line for line in lines if line.get("request_id") == "me-1"]
     assert line["logger"] == "app.access"
     assert {key: line[key] for key in ("method", "route", "path", "status", "client")} == {
@@ -138,8 +141,10 @@ async def test_request_ids_and_json_log_lines_with_no_secret_in_them(
     assert isinstance(line["duration_ms"], float)
     # The 500 handler's line and the access line of that request carry its id, as its answer does.
     of_broken = [line for line in lines if line.get("request_id") == broken.headers["x-request-id"]]
-    assert [(line["level"], line["logger"]) for line in of_broken] == [("ERROR", "app.http"), ("INFO", "app.access")]
-    written = captured.getvalue()
+    assert sorted((line["level"], line["logger"]) for line in of_broken) == [
+        ("ERROR", "app.http"),
+        ("INFO", "app.access"),
+    ]
     for secret in (SIGN_UP["password"], token, token.split(".")[-1], "$argon2"):
         assert secret not in written
 
@@ -220,3 +225,15 @@ def test_workers_share_the_hashers_out_and_a_bad_number_is_refused(
     with pytest.raises(SystemExit):
         main(["serve", "--workers", "0"], settings=pg.settings("x"))
     assert "'0' is not a number of workers: give 1 or more" in capsys.readouterr().err
+
+
+def test_a_request_line_cannot_be_split_by_what_a_client_puts_in_the_path(
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="app.access")
+    path = '/a\n{"level": "ERROR"}"\u00e9'
+    AccessLog("json").write("GET", "unmatched", path, 404, 0.0012, "10.0.0.1", "r-1")
+    AccessLog("text").write("GET", "unmatched", path, 404, 0.0012, "10.0.0.1", "r-2")
+    json_line, text_line = capsys.readouterr().err.splitlines()
+    assert json.loads(json_line)["path"] == path
+    assert text_line == 'INFO:     GET /a\\n{"level": "ERROR"}"\\xe9 404 1.2 ms [r-2]'

@@ -59,6 +59,7 @@ from app.http.routes.recovery import (
     verify,
 )
 from app.http.routes.users import register
+from app.logs import AccessLog
 from app.metrics import Metrics
 from app.repositories.users import ActiveUserLookup
 from app.services.bootstrap import bootstrap_database
@@ -213,5 +214,6 @@ def create_app(
     app.state.metrics = metrics
     # Around Litestar's own handler, not in its middleware stack: that runs only for matched routes, and the request
     # id and the counts must cover a 404 and every error answer too.
-    app.asgi_handler = RequestObserver(app.asgi_handler, metrics if settings.metrics_enabled else None)
+    counted = metrics if settings.metrics_enabled else None
+    app.asgi_handler = RequestObserver(app.asgi_handler, counted, AccessLog(settings.log_format))
     return app

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import time
@@ -12,7 +11,7 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import Counter, Histogram
 
-from app.logs import REQUEST_ID
+from app.logs import REQUEST_ID, AccessLog
 from app.metrics import Metrics
 
 REQUEST_ID_HEADER = b"x-request-id"
@@ -21,8 +20,6 @@ _WELL_FORMED_ID = re.compile(rb"[A-Za-z0-9._-]{1,128}")
 # Label values stay a small fixed set whatever clients send: the route template, never the raw path.
 UNMATCHED_ROUTE = "unmatched"
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-
-access_logger = logging.getLogger("app.access")
 
 
 def request_id_of(headers: Iterable[tuple[bytes, bytes]]) -> str:
@@ -38,9 +35,10 @@ def request_id_of(headers: Iterable[tuple[bytes, bytes]]) -> str:
 class RequestObserver:
     """Wraps the app's ASGI handler: sees every request, matched or not, and every answer, errors included."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics | None) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics | None, access_log: AccessLog) -> None:
         self.app = app
         self.metrics = metrics
+        self.access_log = access_log
         # The labelled series of each (method, route, status): looked up once, not on every request.
         self._series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
@@ -77,16 +75,8 @@ class RequestObserver:
                     )
                 series[0].inc()
                 series[1].observe(elapsed)
-            if access_logger.isEnabledFor(logging.INFO):
+            if self.access_log.enabled:
                 client = scope.get("client")
-                fields = {
-                    "method": method,
-                    "route": route,
-                    "path": path,  # never the query string: it could carry what no log should
-                    "status": status,
-                    "duration_ms": round(elapsed * 1000, 2),
-                    "client": client[0] if client else None,
-                    "request_id": request_id,
-                }
-                access_logger.info("%s %s %s %.1f ms", method, path, status, elapsed * 1000, extra={"fields": fields})
+                # The path alone, never the query string: it could carry what no log should.
+                self.access_log.write(method, route, path, status, elapsed, client[0] if client else None, request_id)
             REQUEST_ID.reset(token)
