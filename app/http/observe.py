@@ -47,36 +47,44 @@ class RequestObserver:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        method = scope["method"] if scope["method"] in _METHODS else "other"
         path = scope["path"]  # before routing: a mounted app's routing rewrites it
         request_id = request_id_of(scope["headers"])
         echoed = (REQUEST_ID_HEADER, request_id.encode("ascii"))
         status = 500  # what the client gets if the app fails before it answers
+        counted = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, counted
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message["headers"] = [*message.get("headers", ()), echoed]
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                # Counted before the answer's last bytes leave: a client that has its answer sees it in /metrics.
+                counted = True
+                self._count(scope, method, path, status, time.perf_counter() - started, request_id)
             await send(message)
 
         token = REQUEST_ID.set(request_id)
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            elapsed = time.perf_counter() - started
-            method = scope["method"] if scope["method"] in _METHODS else "other"
-            route = scope.get("path_template") or UNMATCHED_ROUTE
-            if self.metrics is not None:
-                series = self._series.get((method, route, status))
-                if series is None:
-                    series = self._series[method, route, status] = (
-                        self.metrics.requests.labels(method, route, str(status)),
-                        self.metrics.latency.labels(method, route),
-                    )
-                series[0].inc()
-                series[1].observe(elapsed)
-            if self.access_log.enabled:
-                client = scope.get("client")
-                # The path alone, never the query string: it could carry what no log should.
-                self.access_log.write(method, route, path, status, elapsed, client[0] if client else None, request_id)
+            if not counted:
+                self._count(scope, method, path, status, time.perf_counter() - started, request_id)
             REQUEST_ID.reset(token)
+
+    def _count(self, scope: Scope, method: str, path: str, status: int, elapsed: float, request_id: str) -> None:
+        route = scope.get("path_template") or UNMATCHED_ROUTE
+        if self.metrics is not None:
+            series = self._series.get((method, route, status))
+            if series is None:
+                series = self._series[method, route, status] = (
+                    self.metrics.requests.labels(method, route, str(status)),
+                    self.metrics.latency.labels(method, route),
+                )
+            series[0].inc()
+            series[1].observe(elapsed)
+        if self.access_log.enabled:
+            client = scope.get("client")
+            # The path alone, never the query string: it could carry what no log should.
+            self.access_log.write(method, route, path, status, elapsed, client[0] if client else None, request_id)
