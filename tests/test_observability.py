@@ -120,7 +120,8 @@ async def test_request_ids_and_json_log_lines_with_no_secret_in_them(
 
     assert (await client.post("/api/v1/register", json=SIGN_UP)).status_code == 201
     login = {"username": SIGN_UP["username"], "password": SIGN_UP["password"]}
-    token = (await client.post("/api/v1/login", json=login)).json()["access_token"]
+    tokens = (await client.post("/api/v1/login", json=login)).json()
+    token = tokens["access_token"]
     me = await client.get("/api/v1/me?verbose=1", headers={"Authorization": f"Bearer {token}", "X-Request-ID": "me-1"})
     assert me.status_code == 200
     await pg.fetch(api_db, "DELETE FROM roles WHERE name = 'user'")  # sign-ups now fail inside the service
@@ -145,7 +146,7 @@ async def test_request_ids_and_json_log_lines_with_no_secret_in_them(
         ("ERROR", "app.http"),
         ("INFO", "app.access"),
     ]
-    for secret in (SIGN_UP["password"], token, token.split(".")[-1], "$argon2"):
+    for secret in (SIGN_UP["password"], token, token.split(".")[-1], tokens["refresh_token"], "$argon2"):
         assert secret not in written
 
 
