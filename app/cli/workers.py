@@ -54,7 +54,7 @@ def run_workers(settings: Settings, workers: int) -> None:
             connections,
         )
         if not settings.redis_url:
-            logger.warning("Each worker counts sign-up and login attempts alone: set REDIS_URL to share the rate limit")
+            logger.warning("Each worker keeps its own rate limits and login lockouts: set REDIS_URL to share them")
         metrics_dir = None
         if settings.metrics_enabled:
             metrics_dir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="bikerental-metrics-")))
