@@ -9,9 +9,9 @@ app := "uv run python -m app"
 default:
     @just --list --unsorted
 
-# Run the service: starts the database, migrates, seeds the roles, serves on 127.0.0.1:8000
-serve:
-    {{ app }} serve
+# Run the service: starts the database, migrates, seeds the roles, serves on 127.0.0.1:8000 (`--workers N`: N processes)
+serve *args:
+    {{ app }} serve "$@"
 
 # Complete setup: migrations + seed data
 init:

@@ -63,6 +63,15 @@ class Settings(BaseSettings):
     drain_seconds: Annotated[float, Field(ge=0)] = 5.0
     db_pool_size: Annotated[int, Field(ge=1)] = 10
     db_pool_timeout: Annotated[float, Field(gt=0)] = 5.0
+    # Worker processes `serve` runs (`--workers` overrides): each has its own pools and a share of the hashers.
+    web_concurrency: Annotated[int, Field(ge=1)] = 1
+
+    # GET /metrics in Prometheus' text format; on a listener of its own when METRICS_PORT is set.
+    metrics_enabled: bool = True
+    metrics_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    # One JSON object a line for log collectors, or plain lines for a person at a terminal.
+    log_format: Literal["json", "text"] = "json"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     # Argon2id cost: argon2-cffi's defaults, RFC 9106's low-memory profile (64 MiB per hash).
     argon2_time_cost: Annotated[int, Field(ge=1)] = 3
@@ -113,6 +122,25 @@ class Settings(BaseSettings):
                 "(at most 63, not starting with a digit), and not a system schema (pg_*, information_schema)"
             )
         return value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _format_in_any_case(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_in_any_case(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _metrics_port_is_not_the_api_port(self) -> Settings:
+        if self.metrics_port == self.api_port:
+            raise ValueError(
+                f"METRICS_PORT and API_PORT are both {self.api_port}: leave METRICS_PORT unset to serve /metrics "
+                "on the API port, or give it a port of its own"
+            )
+        return self
 
     @model_validator(mode="after")
     def _api_db_is_not_mlflow_db(self) -> Settings:

@@ -35,7 +35,7 @@ def cmd_db_stop(args: argparse.Namespace, ctx: CommandContext) -> int:
 def cmd_serve(args: argparse.Namespace, ctx: CommandContext) -> int:
     from app.cli.serve import serve  # the web stack loads only for this command
 
-    serve(ctx.settings)
+    serve(ctx.settings, args.workers)
     return 0
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import QueuePool
 
 from app.db.provision import ensure_database, prepare_api_database, quote_ident
 from app.db.server import ServerAddress, direct_address
@@ -91,6 +92,17 @@ async def create_lookup_pool(address: ServerAddress, settings: Settings) -> asyn
         timeout=settings.db_pool_timeout,
         **limits,
     )
+
+
+def connections_in_use(engine: AsyncEngine) -> int:
+    """The engine's pool connections checked out now."""
+    pool = engine.pool
+    return pool.checkedout() if isinstance(pool, QueuePool) else 0
+
+
+def lookup_connections_in_use(pool: asyncpg.Pool) -> int:
+    """The lookup pool's connections acquired now."""
+    return int(pool.get_size() - pool.get_idle_size())
 
 
 async def close_lookup_pool(pool: asyncpg.Pool, grace: float = 10.0) -> None:

@@ -104,8 +104,11 @@ class _StderrAtEmit(logging.StreamHandler):  # type: ignore[type-arg]
         pass  # a redirected or swapped stderr (pytest swaps it per test) is found at emit time instead
 
 
-def show_migration_steps() -> None:
-    """Print Alembic's "Running upgrade a -> b" lines, the progress a person wants, and none of its other chatter."""
+def show_migration_steps(formatter: logging.Formatter | None = None) -> None:
+    """Print Alembic's "Running upgrade a -> b" lines, the progress a person wants, and none of its other chatter.
+
+    `formatter` shapes them as the rest of the output (the service's JSON lines); by default they are indented text.
+    """
     logger = logging.getLogger("alembic.runtime.migration")
     logger.setLevel(logging.INFO)
     logger.propagate = False
@@ -113,6 +116,6 @@ def show_migration_steps() -> None:
         return
     handler = _StderrAtEmit()
     handler.set_name("migration-steps")
-    handler.setFormatter(logging.Formatter("  %(message)s"))
+    handler.setFormatter(formatter or logging.Formatter("  %(message)s"))
     handler.addFilter(lambda record: record.getMessage().startswith("Running "))
     logger.addHandler(handler)

@@ -13,7 +13,13 @@ from litestar.logging import LoggingConfig
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.db.engine import close_lookup_pool, create_api_engine, create_lookup_pool
+from app.db.engine import (
+    close_lookup_pool,
+    connections_in_use,
+    create_api_engine,
+    create_lookup_pool,
+    lookup_connections_in_use,
+)
 from app.db.migrations import Revisions, alembic_config
 from app.db.provision import prepare_api_database
 from app.http.auth import (
@@ -31,6 +37,7 @@ from app.http.dependencies import (
     provide_engine,
     provide_hashing,
     provide_lockout,
+    provide_metrics,
     provide_outbox,
     provide_schema_heads,
     provide_session,
@@ -38,11 +45,13 @@ from app.http.dependencies import (
 )
 from app.http.docs import docs_assets, openapi_config
 from app.http.errors import EXCEPTION_HANDLERS
+from app.http.observe import RequestObserver
 from app.http.openapi import ApiOperation
 from app.http.routes.admin import get_user, grant, list_users, revoke, update_user
 from app.http.routes.auth import login, logout, refresh
 from app.http.routes.health import health, live, ready
 from app.http.routes.me import change_my_password, delete_me, me, my_sessions
+from app.http.routes.metrics import metrics as metrics_endpoint
 from app.http.routes.recovery import (
     ask_password_reset,
     confirm_password_reset,
@@ -50,6 +59,8 @@ from app.http.routes.recovery import (
     verify,
 )
 from app.http.routes.users import register
+from app.logs import AccessLog
+from app.metrics import Metrics
 from app.repositories.users import ActiveUserLookup
 from app.services.bootstrap import bootstrap_database
 from app.services.lockout import login_lockout
@@ -76,12 +87,16 @@ THROTTLED_API_HANDLERS = [change_my_password, delete_me]
 API_HANDLERS = [me, my_sessions, logout, list_users, get_user, grant, revoke, update_user]
 
 
-def create_app(settings: Settings | None = None, *, bootstrapped: bool = False) -> Litestar:
+def create_app(
+    settings: Settings | None = None, *, bootstrapped: bool = False, metrics: Metrics | None = None
+) -> Litestar:
     """The service; reads the settings once when none are given.
 
     Its startup migrates and seeds, unless the runner did that already (`bootstrapped`, as `just serve` does).
+    `metrics` are the runner's when it shares them between workers or serves them on a port of their own.
     """
     settings = settings or get_settings()
+    metrics = metrics or Metrics()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -98,15 +113,16 @@ def create_app(settings: Settings | None = None, *, bootstrapped: bool = False) 
         pruning: asyncio.Task[None] | None = None
         lockout = login_lockout(settings)
         outbox = Outbox(mail_backend(settings))
+        refreshing: asyncio.Task[None] | None = None
         try:
             if not bootstrapped:
                 report = await bootstrap_database(engine, settings)
                 logger.log(logging.INFO if report.created else logging.DEBUG, "%s", report.summary())
             # Measuring one hash takes a moment of CPU: keep it off the event loop.
-            hashing = await asyncio.to_thread(PasswordHashing, settings)
+            hashing = started_hashing = await asyncio.to_thread(PasswordHashing, settings)
             app.state.engine = engine
             app.state.schema_heads = Revisions(alembic_config(settings, configure_logging=False)).heads
-            lookup_pool = await create_lookup_pool(address, settings)
+            lookup_pool = lookup = await create_lookup_pool(address, settings)
             app.state.user_lookup = ActiveUserLookup(lookup_pool, settings.db_pool_timeout, settings.api_db_schema)
             app.state.sessionmaker = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
             app.state.hashing = hashing
@@ -114,8 +130,19 @@ def create_app(settings: Settings | None = None, *, bootstrapped: bool = False) 
             app.state.outbox = outbox
             outbox.start()
             pruning = asyncio.create_task(prune_periodically(app.state.sessionmaker), name="prune expired")
+            metrics.watch(
+                hash_queue=lambda: started_hashing.pending,
+                pools={
+                    "sessions": lambda: connections_in_use(engine),
+                    "lookup": lambda: lookup_connections_in_use(lookup),
+                },
+            )
+            refreshing = asyncio.create_task(metrics.keep_refreshing(), name="refresh gauges")
             yield
         finally:
+            if refreshing is not None:
+                refreshing.cancel()
+                await asyncio.gather(refreshing, return_exceptions=True)
             if pruning is not None:
                 pruning.cancel()
                 await asyncio.gather(pruning, return_exceptions=True)
@@ -132,11 +159,14 @@ def create_app(settings: Settings | None = None, *, bootstrapped: bool = False) 
     jwt_auth = build_jwt_auth(settings)
     tokens = AccessTokens(jwt_auth, settings)
     mails = MailedTokens.from_settings(settings)
+    # With METRICS_PORT the runner serves them on that port instead.
+    scraped_here = [metrics_endpoint] if settings.metrics_enabled and settings.metrics_port is None else []
     app = Litestar(
         route_handlers=[
             health,
             live,
             ready,
+            *scraped_here,
             docs_assets(),
             Router(
                 API_PREFIX,
@@ -168,6 +198,7 @@ def create_app(settings: Settings | None = None, *, bootstrapped: bool = False) 
             "tokens": Provide(lambda: tokens, sync_to_thread=False),
             "mails": Provide(lambda: mails, sync_to_thread=False),
             "outbox": Provide(provide_outbox, sync_to_thread=False),
+            "metrics": Provide(provide_metrics, sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         # The runner owns the root logger (`just serve` sets it up); unexpected errors are logged by our 500 handler.
@@ -180,4 +211,9 @@ def create_app(settings: Settings | None = None, *, bootstrapped: bool = False) 
             if not issubclass(handler.operation_class, ApiOperation):
                 handler.operation_class = ApiOperation
     app.state.drain = Drain()  # before the lifespan: the runner turns it on at SIGTERM
+    app.state.metrics = metrics
+    # Around Litestar's own handler, not in its middleware stack: that runs only for matched routes, and the request
+    # id and the counts must cover a 404 and every error answer too.
+    counted = metrics if settings.metrics_enabled else None
+    app.asgi_handler = RequestObserver(app.asgi_handler, counted, AccessLog(settings.log_format))
     return app

@@ -13,6 +13,7 @@ from litestar.datastructures import State
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.metrics import Metrics
 from app.services.lockout import LoginLockout
 from app.services.mail import Outbox
 from app.services.passwords import PasswordHashing
@@ -69,3 +70,8 @@ def provide_lockout(state: State) -> LoginLockout:
 def provide_outbox(state: State) -> Outbox:
     outbox: Outbox = state.outbox
     return outbox
+
+
+def provide_metrics(state: State) -> Metrics:
+    metrics: Metrics = state.metrics
+    return metrics

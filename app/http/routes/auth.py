@@ -17,6 +17,7 @@ from app.http.auth import AccessTokens, token_session
 from app.http.openapi import OptionalBodyOperation, linked
 from app.http.problems import AUTHENTICATED, CLOSED, problems
 from app.http.schemas import AccessToken, LoginRequest, LogoutRequest, RefreshRequest
+from app.metrics import Metrics
 from app.repositories.sessions import SessionRepository
 from app.repositories.users import UserRecord
 from app.services.auth import log_in
@@ -65,6 +66,7 @@ async def login(
     hashing: NamedDependency[PasswordHashing],
     lockout: NamedDependency[LoginLockout],
     tokens: Tokens,
+    metrics: NamedDependency[Metrics],
     request: Request[Any, Any, Any],
 ) -> AccessToken:
     """Exchange a username (or email) and password for a bearer token and a refresh token: a new session.
@@ -82,6 +84,7 @@ async def login(
         require_verified_email=tokens.require_verified_email,
     )
     if grant is None:
+        metrics.failed_logins.inc()
         # One answer for unknown users, wrong passwords and inactive users alike.
         raise NotAuthorizedException(BAD_CREDENTIALS)
     return _tokens(tokens, grant)

@@ -16,6 +16,7 @@ from app.http.openapi import linked
 from app.http.problems import CLOSED, problems
 from app.http.routes.admin import get_user
 from app.http.schemas import UserCreate, UserRead, user_read
+from app.metrics import Metrics
 from app.services.mail import Outbox
 from app.services.mailed_tokens import MailedTokens
 from app.services.passwords import PasswordHashing
@@ -71,6 +72,7 @@ async def register(
     hashing: NamedDependency[PasswordHashing],
     outbox: NamedDependency[Outbox],
     mails: NamedDependency[MailedTokens],
+    metrics: NamedDependency[Metrics],
     request: Request[Any, Any, Any],
 ) -> Response[UserRead]:
     """Create an account with the `user` role, and mail it a token that verifies the address. The password is stored
@@ -85,5 +87,6 @@ async def register(
         password=data.password,
         full_name=data.full_name,
     )
+    metrics.sign_ups.inc()
     location = request.app.route_reverse(get_user, user_id=user.id)
     return Response(user_read(user), status_code=201, headers={"Location": location})
