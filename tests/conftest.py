@@ -20,7 +20,13 @@ from tests.pgbouncer import Bouncer, start_pgbouncer
 from tests.tools import shared_redis
 
 # The longest tests start first, so that two workers finish together instead of one waiting on the other's last test.
-LONGEST_FIRST = ("test_mlflow_untouched.py", "test_concurrent_index.py", "test_servers.py")
+LONGEST_FIRST = (
+    "test_contract.py",
+    "test_rolling_restart.py",
+    "test_mlflow_untouched.py",
+    "test_concurrent_index.py",
+    "test_servers.py",
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
