@@ -29,6 +29,12 @@ LONGEST_FIRST = (
 )
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: one worker more than cores, at most four. Many tests wait on a server or a subprocess, and the extra
+    worker fills those waits (on 2 cores: 3 workers, a fifth less time than 2)."""
+    return min(4, (os.cpu_count() or 1) + 1)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     def rank(item: pytest.Item) -> int:
         return next((i for i, name in enumerate(LONGEST_FIRST) if item.path.name == name), len(LONGEST_FIRST))
