@@ -25,6 +25,19 @@ PREFIX = "bikerental_test"
 HEAD = str(ScriptDirectory.from_config(Config(str(ALEMBIC_INI))).get_current_head())
 
 
+# Every table the API's migrations make, its version table and its checksum table: what `reset` drops.
+API_TABLES = {
+    "alembic_checksums",
+    "alembic_version",
+    "roles",
+    "users",
+    "user_roles",
+    "user_sessions",
+    "refresh_tokens",
+    "account_tokens",
+}
+
+
 # The older server the backups must restore on too: PostgreSQL 15 from Debian's packages (.ci/run starts it).
 OLDER_SERVER_URL = os.environ.get("TEST_OLDER_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 

@@ -14,18 +14,7 @@ import pytest
 
 from app.cli import build_parser, main
 from app.settings import PROJECT_ROOT, Settings
-from tests.databases import Databases, run_app
-
-API_TABLES = {
-    "alembic_checksums",
-    "alembic_version",
-    "roles",
-    "users",
-    "user_roles",
-    "user_sessions",
-    "refresh_tokens",
-    "account_tokens",
-}
+from tests.databases import API_TABLES, Databases, run_app
 
 
 def public_tables(pg: Databases, db: str) -> set[str]:

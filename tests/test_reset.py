@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from app.cli import main
-from tests.databases import Databases
+from tests.databases import API_TABLES, Databases
 from tests.test_lock_timeout import another_transaction
 
 
@@ -36,16 +36,7 @@ def test_reset_without_confirmation_drops_nothing(
     # No --yes and no terminal to ask on (pytest's stdin is none).
     assert main(["reset"], settings=pg.settings(api_db)) == 1
     assert "just reset --yes" in capsys.readouterr().err
-    assert public_tables(pg, api_db) == {
-        "alembic_checksums",
-        "alembic_version",
-        "roles",
-        "users",
-        "user_roles",
-        "user_sessions",
-        "refresh_tokens",
-        "account_tokens",
-    }
+    assert public_tables(pg, api_db) == API_TABLES
 
 
 def test_reset_refuses_to_break_a_foreign_reference(
