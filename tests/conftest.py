@@ -17,6 +17,7 @@ from app.http.app import create_app
 from app.settings import PROJECT_ROOT
 from tests.databases import Databases
 from tests.pgbouncer import Bouncer, start_pgbouncer
+from tests.shared import shared_template
 from tests.tools import shared_redis
 
 # The longest tests start first, so that two workers finish together instead of one waiting on the other's last test.
@@ -48,12 +49,19 @@ def pg() -> Databases:
 
 
 @pytest.fixture(scope="session")
-def migrated_template(pg: Databases) -> Iterator[str]:
+def shared_folder(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path | None:
+    """A folder the workers of this run share (None in a run without workers)."""
+    return None if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+
+
+@pytest.fixture(scope="session")
+def migrated_template(pg: Databases, shared_folder: Path | None) -> Iterator[str]:
     """A database built by the real migrations; tests get copies, never this one."""
-    name = pg.create(pg.new_name("template"))
-    command.upgrade(alembic_config(pg.settings(name), configure_logging=False), "head")
-    yield name
-    pg.drop(name)
+
+    def migrate(name: str) -> None:
+        command.upgrade(alembic_config(pg.settings(name), configure_logging=False), "head")
+
+    yield from shared_template(pg, shared_folder, "template", migrate)
 
 
 @pytest.fixture
@@ -104,12 +112,11 @@ def mlflow_db_upgrade(url: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def mlflow_template(pg: Databases) -> Iterator[str]:
+def mlflow_template(pg: Databases, shared_folder: Path | None) -> Iterator[str]:
     """A real MLflow tracking schema, built by MLflow's own migrations."""
-    name = pg.create(pg.new_name("mlflow_template"))
-    mlflow_db_upgrade(pg.psycopg_url(name))
-    yield name
-    pg.drop(name)
+    yield from shared_template(
+        pg, shared_folder, "mlflow_template", lambda name: mlflow_db_upgrade(pg.psycopg_url(name))
+    )
 
 
 @pytest.fixture
