@@ -14,18 +14,13 @@ from litestar import Request
 from litestar.exceptions import ValidationException
 
 _AT_FIELD = re.compile(r"at `\$\.([A-Za-z_][A-Za-z0-9_]*)")
-_cache: dict[int, type[msgspec.Struct] | None] = {}
 
 
 def _body_struct(request: Request[Any, Any, Any]) -> type[msgspec.Struct] | None:
-    handler = request.route_handler
-    key = id(handler)
-    if key not in _cache:
-        data = handler.parsed_fn_signature.parameters.get("data")
-        annotation = data.annotation if data is not None else None
-        struct = isinstance(annotation, type) and issubclass(annotation, msgspec.Struct)
-        _cache[key] = annotation if struct else None
-    return _cache[key]
+    """The struct the handler takes its body as, if any (a lookup in the signature Litestar parsed once)."""
+    data = request.route_handler.parsed_fn_signature.parameters.get("data")
+    annotation = data.annotation if data is not None else None
+    return annotation if isinstance(annotation, type) and issubclass(annotation, msgspec.Struct) else None
 
 
 async def strict_body(request: Request[Any, Any, Any]) -> None:
