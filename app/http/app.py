@@ -140,12 +140,10 @@ def create_app(
             refreshing = asyncio.create_task(metrics.keep_refreshing(), name="refresh gauges")
             yield
         finally:
-            if refreshing is not None:
-                refreshing.cancel()
-                await asyncio.gather(refreshing, return_exceptions=True)
-            if pruning is not None:
-                pruning.cancel()
-                await asyncio.gather(pruning, return_exceptions=True)
+            for task in (refreshing, pruning):
+                if task is not None:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
             await outbox.close()  # queued mails get a few seconds to go out
             if hashing is not None:
                 hashing.close()
@@ -159,6 +157,7 @@ def create_app(
     jwt_auth = build_jwt_auth(settings)
     tokens = AccessTokens(jwt_auth, settings)
     mails = MailedTokens.from_settings(settings)
+    throttled = rate_limit(settings).middleware  # one limit per address, whichever throttled operation it calls
     # With METRICS_PORT the runner serves them on that port instead.
     scraped_here = [metrics_endpoint] if settings.metrics_enabled and settings.metrics_port is None else []
     app = Litestar(
@@ -172,13 +171,13 @@ def create_app(
                 API_PREFIX,
                 before_request=strict_body,
                 route_handlers=[
-                    Router("/", route_handlers=THROTTLED_HANDLERS, middleware=[rate_limit(settings).middleware]),
+                    Router("/", route_handlers=THROTTLED_HANDLERS, middleware=[throttled]),
                     # The document puts the bearer token on these operations only, where the service asks for it.
                     Router("/", route_handlers=API_HANDLERS, security=[jwt_auth.security_requirement]),
                     Router(
                         "/",
                         route_handlers=THROTTLED_API_HANDLERS,
-                        middleware=[rate_limit(settings).middleware],
+                        middleware=[throttled],
                         security=[jwt_auth.security_requirement],
                     ),
                 ],
