@@ -1,4 +1,4 @@
-"""Fixtures: one migrated template database per session, a fresh clone of it per test."""
+"""Fixtures: one migrated template database per run, a copy of it per worker, emptied for each test."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from litestar.testing import AsyncTestClient
 from app.db.migrations import alembic_config
 from app.http.app import create_app
 from app.settings import PROJECT_ROOT
-from tests.databases import Databases
+from tests.databases import Databases, ReusedDatabase
 from tests.pgbouncer import Bouncer, start_pgbouncer
 from tests.shared import shared_template
 from tests.tools import shared_redis
@@ -64,12 +64,17 @@ def migrated_template(pg: Databases, shared_folder: Path | None) -> Iterator[str
     yield from shared_template(pg, shared_folder, "template", migrate)
 
 
+@pytest.fixture(scope="session")
+def reused_db(pg: Databases, migrated_template: str) -> Iterator[ReusedDatabase]:
+    reused = ReusedDatabase(pg, migrated_template)
+    yield reused
+    reused.drop()
+
+
 @pytest.fixture
-def api_db(pg: Databases, migrated_template: str) -> Iterator[str]:
-    """A database at head with no rows, of this test's own."""
-    name = pg.create(pg.new_name("api"), template=migrated_template)
-    yield name
-    pg.drop(name)
+def api_db(reused_db: ReusedDatabase) -> str:
+    """A database at head with no rows, of this test's own while it runs."""
+    return reused_db.take()
 
 
 @pytest.fixture

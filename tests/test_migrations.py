@@ -109,8 +109,8 @@ def test_guides_example_revision_adds_nullable_phone_number(pg: Databases, api_d
     assert (row["data_type"], row["character_maximum_length"], row["is_nullable"]) == ("character varying", 20, "YES")
 
 
-def test_models_and_migrations_agree(pg: Databases, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["check"], settings=pg.settings(pg.new_name("check"))) == 0
+def test_models_and_migrations_agree(pg: Databases, empty_db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check"], settings=pg.settings(empty_db)) == 0
     assert "agree" in capsys.readouterr().out
 
 
