@@ -148,17 +148,7 @@ def user_read(user: UserRecord) -> UserRead:
 
 def user_detail(user: UserRecord) -> UserDetail:
     """The view of the user itself and of admins: the public fields and whether it is active."""
-    # Spelled out, not built from _public_fields: GET /me makes one on every call.
-    return UserDetail(
-        id=user.id,
-        username=user.username,
-        email=user.email,
-        full_name=user.full_name,
-        roles=user.roles,
-        created_at=user.created_at,
-        is_active=user.is_active,
-        email_verified=user.email_verified,
-    )
+    return UserDetail(**_public_fields(user), is_active=user.is_active, email_verified=user.email_verified)
 
 
 def _public_fields(user: UserRecord) -> dict[str, Any]:

@@ -241,15 +241,14 @@ class ActiveUserLookup:
         # A flood waits at most the pool time-out, then fails like the engine's pool does (TimeoutError: 503).
         async with self.pool.acquire(timeout=self.acquire_timeout) as connection:
             row = await connection.fetchrow(self._sql, user_id, session_id)
-        if row is None:
-            return None
-        return UserRecord(
-            id=row["id"],
-            username=row["username"],
-            email=row["email"],
-            full_name=row["full_name"],
-            is_active=row["is_active"],
-            roles=list(row["roles"] or ()),
-            created_at=row["created_at"],
-            email_verified=row["email_verified_at"] is not None,
-        )
+        return _record(_Columns(row), row["roles"]) if row is not None else None
+
+
+class _Columns:
+    """An asyncpg Record read by attribute, as `_record` reads a model."""
+
+    def __init__(self, record: Any) -> None:
+        self._record = record
+
+    def __getattr__(self, name: str) -> Any:
+        return self._record[name]
