@@ -30,6 +30,7 @@ LONGEST_FIRST = (
 )
 
 
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook: `-p no:xdist` runs without it
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """`-n auto`: one worker more than cores, at most four. Many tests wait on a server or a subprocess, and the extra
     worker fills those waits (on 2 cores: 3 workers, a fifth less time than 2)."""
@@ -49,9 +50,10 @@ def pg() -> Databases:
 
 
 @pytest.fixture(scope="session")
-def shared_folder(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path | None:
+def shared_folder(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path | None:
     """A folder the workers of this run share (None in a run without workers)."""
-    return None if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    is_worker = hasattr(request.config, "workerinput")  # what pytest-xdist gives each worker's config
+    return tmp_path_factory.getbasetemp().parent if is_worker else None
 
 
 @pytest.fixture(scope="session")
