@@ -18,6 +18,7 @@ from alembic.script import ScriptDirectory
 from app.db.migrations import ALEMBIC_INI
 from app.db.provision import connect, quote_ident
 from app.db.server import ServerAddress, start_embedded
+from app.errors import SetupError
 from app.settings import PROJECT_ROOT, Settings
 
 PREFIX = "bikerental_test"
@@ -157,14 +158,15 @@ FINGERPRINT = r"""
 WITH spaces AS (
     SELECT oid, nspname FROM pg_namespace WHERE nspname !~ '^pg_' AND nspname <> 'information_schema'
 ), items(item) AS (
-    SELECT 'schema ' || nspname FROM spaces
+    SELECT format('schema %s %s', nspname, nspacl) FROM pg_namespace WHERE oid IN (SELECT oid FROM spaces)
     UNION ALL
-    SELECT format('relation %s %s %s %s %s', c.oid::regclass, c.relkind, c.relpersistence, c.relowner::regrole,
-                  c.relacl)
+    SELECT format('relation %s %s %s %s %s %s %s', c.oid::regclass, c.relkind, c.relpersistence,
+                  c.relowner::regrole, c.relacl, c.relrowsecurity, c.relforcerowsecurity)
     FROM pg_class c JOIN spaces s ON s.oid = c.relnamespace
     UNION ALL
-    SELECT format('column %s %s %s %s %s', a.attrelid::regclass, a.attname, format_type(a.atttypid, a.atttypmod),
-                  a.attnotnull, pg_get_expr(d.adbin, d.adrelid))
+    SELECT format('column %s %s %s %s %s %s %s %s %s', a.attrelid::regclass, a.attname,
+                  format_type(a.atttypid, a.atttypmod), a.attnotnull, pg_get_expr(d.adbin, d.adrelid), a.attidentity,
+                  a.attgenerated, a.attcollation::regcollation, a.attacl)
     FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN spaces s ON s.oid = c.relnamespace
     LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
     WHERE a.attnum > 0 AND NOT a.attisdropped
@@ -175,17 +177,27 @@ WITH spaces AS (
     SELECT format('index %s %s', pg_get_indexdef(i.indexrelid), i.indisvalid)
     FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN spaces s ON s.oid = c.relnamespace
     UNION ALL
-    SELECT 'function ' || p.oid::regprocedure FROM pg_proc p JOIN spaces s ON s.oid = p.pronamespace
+    SELECT format('function %s %s %s', p.oid::regprocedure, md5(p.prosrc), p.proacl)
+    FROM pg_proc p JOIN spaces s ON s.oid = p.pronamespace
     UNION ALL
     SELECT 'type ' || t.oid::regtype FROM pg_type t JOIN spaces s ON s.oid = t.typnamespace
     UNION ALL
-    SELECT 'trigger ' || pg_get_triggerdef(oid) FROM pg_trigger WHERE NOT tgisinternal
+    SELECT format('trigger %s %s', pg_get_triggerdef(oid), tgenabled) FROM pg_trigger WHERE NOT tgisinternal
+    UNION ALL
+    SELECT format('foreign key trigger %s %s', tgrelid::regclass, tgenabled) FROM pg_trigger WHERE tgisinternal
+    UNION ALL
+    SELECT format('policy %s %s %s %s %s', schemaname, tablename, policyname, qual, with_check) FROM pg_policies
+    UNION ALL
+    SELECT format('rule %s %s', schemaname, definition) FROM pg_rules WHERE schemaname !~ '^pg_'
+    UNION ALL
+    SELECT format('default privileges %s', defaclacl) FROM pg_default_acl
     UNION ALL
     SELECT 'event trigger ' || evtname FROM pg_event_trigger
     UNION ALL
     SELECT format('extension %s %s', extname, extversion) FROM pg_extension
     UNION ALL
-    SELECT format('sequence %s.%s %s', schemaname, sequencename, last_value) FROM pg_sequences
+    SELECT format('sequence %s.%s %s %s %s %s %s %s', schemaname, sequencename, start_value, increment_by,
+                  min_value, max_value, cycle, last_value) FROM pg_sequences
     UNION ALL
     SELECT 'comment ' || description FROM pg_description WHERE objoid >= 16384
     UNION ALL
@@ -220,8 +232,12 @@ class ReusedDatabase:
         self.fingerprint = ""
 
     def take(self) -> str:
-        """The database, with no rows and no other session on it, as a fresh copy of the template would be."""
-        if self.name is None or not asyncio.run(self._emptied(self.name)):
+        """The database, under a new name, with no rows and no other session on it, as a fresh copy would be.
+
+        The new name keeps whatever outlived the last test (a server still stopping, a pool, its Redis keys, which
+        carry the database's name) from reaching this one.
+        """
+        if self.name is None or not asyncio.run(self._emptied()):
             self._copy()
         assert self.name is not None
         return self.name
@@ -236,19 +252,26 @@ class ReusedDatabase:
         self.name = self.pg.create(self.pg.new_name("api"), template=self.template)
         self.fingerprint = self.pg.query(self.name, FINGERPRINT)[0][0]
 
-    async def _emptied(self, name: str) -> bool:
-        # A session the last test left behind (a server still stopping, a pool) could hold a lock into this one.
-        terminate = "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE datname = $1"
+    async def _emptied(self) -> bool:
+        assert self.name is not None
+        renamed = self.pg.new_name("api")
         try:
-            await self.pg.fetch("postgres", terminate, name)
-            conn = await connect(self.pg.address, name)
-        except (asyncpg.PostgresError, OSError):
+            maintenance = await connect(self.pg.address, "postgres")
+            try:
+                terminate = "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE datname = $1"
+                await maintenance.execute(terminate, self.name)
+                await maintenance.execute(f"ALTER DATABASE {quote_ident(self.name)} RENAME TO {quote_ident(renamed)}")
+                self.name = renamed
+            finally:
+                await maintenance.close()
+            conn = await connect(self.pg.address, renamed)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, SetupError, OSError):
             return False
         try:
             await conn.execute("SET lock_timeout = '5s'")
             await conn.execute(f"TRUNCATE {', '.join(DATA_TABLES)} RESTART IDENTITY")
             return bool(await conn.fetchval(FINGERPRINT) == self.fingerprint)
-        except asyncpg.PostgresError:
+        except (asyncpg.PostgresError, asyncpg.InterfaceError):
             return False
         finally:
             await conn.close()

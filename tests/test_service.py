@@ -60,7 +60,9 @@ async def test_sign_up_without_the_user_role_is_a_json_500_and_creates_no_user(
 
 
 async def api_backends(pg: Databases, database: str) -> int:
-    rows = await pg.fetch("postgres", "SELECT count(*) FROM pg_stat_activity WHERE datname = $1", database)
+    # Client sessions only: an autovacuum worker may visit the database at any time.
+    query = "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND backend_type = 'client backend'"
+    rows = await pg.fetch("postgres", query, database)
     count: int = rows[0][0]
     return count
 
