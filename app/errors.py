@@ -23,6 +23,8 @@ class SchemaNotAtHeadError(SetupError):
 class DomainError(Exception):
     """A request the account rules refuse; the HTTP layer maps each kind to one status, in one place."""
 
+    retry_after: int | None = None  # seconds the client should wait before trying again, when it may
+
 
 class NotFoundError(DomainError):
     """The user or role a request names does not exist."""
@@ -51,6 +53,8 @@ class RoleMissingError(DomainError):
 class UnavailableError(DomainError):
     """The service cannot take this request now; the client may retry after `retry_after` seconds."""
 
+    retry_after: int
+
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
@@ -72,6 +76,8 @@ class WrongPasswordError(DomainError):
 
 class LockedOutError(DomainError):
     """Too many failed logins in a row for this username or email: it waits `retry_after` seconds."""
+
+    retry_after: int
 
     def __init__(self, retry_after: int) -> None:
         super().__init__(f"Too many failed logins for this username or email; retry in {retry_after} s")

@@ -68,11 +68,12 @@ class Metrics:
         for gauge, read in self._watched:
             gauge.set(read())
 
-    async def keep_refreshing(self, every: float = GAUGE_REFRESH_SECONDS) -> None:
-        """Refresh the gauges until cancelled: other workers' scrapes see this one's values at most `every` late."""
+    async def keep_refreshing(self) -> None:
+        """Refresh the gauges until cancelled: other workers' scrapes see this one's values at most
+        GAUGE_REFRESH_SECONDS late."""
         while True:
             self.refresh()
-            await asyncio.sleep(every)
+            await asyncio.sleep(GAUGE_REFRESH_SECONDS)
 
     def exposition(self) -> bytes:
         """The metrics in Prometheus' text format: this process's, or every worker's added up."""

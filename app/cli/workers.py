@@ -20,11 +20,13 @@ from prometheus_client.multiprocess import mark_process_dead
 from uvicorn.config import STARTUP_FAILURE
 
 from app.cli.serve import DrainingServer, serve_metrics, uvicorn_config
+from app.db.engine import lookup_pool_size
 from app.errors import SetupError
 from app.http.app import create_app
 from app.http.dependencies import Drain
 from app.logs import configure_logging
 from app.metrics import Metrics, shared_registry
+from app.services.passwords import hash_worker_count
 from app.settings import Settings
 
 logger = logging.getLogger("app")
@@ -36,14 +38,14 @@ _POLL_SECONDS = 0.2
 
 def hashers_per_worker(settings: Settings, workers: int) -> int:
     """Each worker's share of HASH_WORKERS (default: the cores), so the server runs at most that many hashes."""
-    return max(1, (settings.hash_workers or os.cpu_count() or 1) // workers)
+    return max(1, hash_worker_count(settings) // workers)
 
 
 def run_workers(settings: Settings, workers: int) -> None:
     """Serve with `workers` processes until SIGINT or SIGTERM, which each worker gets and handles as `serve` does."""
     worker_settings = settings.model_copy(update={"hash_workers": hashers_per_worker(settings, workers)})
     # Each worker has its own pools: the engine's DB_POOL_SIZE and the lookup pool's half of it.
-    connections = workers * (settings.db_pool_size + max(2, settings.db_pool_size // 2))
+    connections = workers * (settings.db_pool_size + lookup_pool_size(settings))
     with _listen(settings) as listener, contextlib.ExitStack() as cleanup:
         logger.info(
             "Serving on http://%s:%d: %d workers, %d password hashing thread(s) each, %d database connections at most",

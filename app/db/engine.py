@@ -65,6 +65,11 @@ def schema_needs_a_transaction(engine: AsyncEngine) -> bool:
     return SEARCH_PATH_PER_TRANSACTION in engine.get_execution_options()
 
 
+def lookup_pool_size(settings: Settings) -> int:
+    """The lookup pool's connections: half the engine's DB_POOL_SIZE, at least 2."""
+    return max(2, settings.db_pool_size // 2)
+
+
 async def create_lookup_pool(address: ServerAddress, settings: Settings) -> asyncpg.Pool:
     """A small asyncpg pool beside the engine's, for the one read every authenticated request makes.
 
@@ -85,7 +90,7 @@ async def create_lookup_pool(address: ServerAddress, settings: Settings) -> asyn
         password=address.password,
         database=settings.api_db_name,
         min_size=1,
-        max_size=max(2, settings.db_pool_size // 2),
+        max_size=lookup_pool_size(settings),
         server_settings=server_settings,
         # A server that does not answer fails the request (503) instead of holding it; so does a read stuck behind
         # a lock, through the server's statement_timeout (a client-side command_timeout costs a timer per query).

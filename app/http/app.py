@@ -130,14 +130,15 @@ def create_app(
             app.state.outbox = outbox
             outbox.start()
             pruning = asyncio.create_task(prune_periodically(app.state.sessionmaker), name="prune expired")
-            metrics.watch(
-                hash_queue=lambda: started_hashing.pending,
-                pools={
-                    "sessions": lambda: connections_in_use(engine),
-                    "lookup": lambda: lookup_connections_in_use(lookup),
-                },
-            )
-            refreshing = asyncio.create_task(metrics.keep_refreshing(), name="refresh gauges")
+            if settings.metrics_enabled:  # else nobody reads the gauges
+                metrics.watch(
+                    hash_queue=lambda: started_hashing.pending,
+                    pools={
+                        "sessions": lambda: connections_in_use(engine),
+                        "lookup": lambda: lookup_connections_in_use(lookup),
+                    },
+                )
+                refreshing = asyncio.create_task(metrics.keep_refreshing(), name="refresh gauges")
             yield
         finally:
             for task in (refreshing, pruning):

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from litestar.datastructures import State
+from litestar.di import NamedDependency
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -17,6 +18,10 @@ from app.metrics import Metrics
 from app.services.lockout import LoginLockout
 from app.services.mail import Outbox
 from app.services.passwords import PasswordHashing
+
+# How handlers ask for the session factory and the hashers.
+Sessions = NamedDependency[async_sessionmaker[AsyncSession]]
+Hashing = NamedDependency[PasswordHashing]
 
 
 @dataclass

@@ -99,8 +99,7 @@ def on_domain_error(request: Request[Any, Any, Any], exc: DomainError) -> Respon
     status = next((DOMAIN_STATUS[kind] for kind in type(exc).__mro__ if kind in DOMAIN_STATUS), None)
     if status is None:
         return on_unexpected_error(request, exc)
-    retry_after = exc.retry_after if isinstance(exc, UnavailableError | LockedOutError) else None
-    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
     extensions = {"field": exc.field} if isinstance(exc, AlreadyRegisteredError) else {}
     return error_response(status, str(exc), headers=headers, **extensions)
 

@@ -112,9 +112,10 @@ class Outbox:
         except TimeoutError:
             logger.error("stopping with %d mail(s) not sent", self._queue.qsize() + len(self._deliveries))
         finally:
-            for task in [*self._deliveries, *([self._worker] if self._worker else [])]:
+            tasks = [*self._deliveries, *([self._worker] if self._worker else [])]
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(*self._deliveries, *([self._worker] if self._worker else []), return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _run(self) -> None:
         while True:

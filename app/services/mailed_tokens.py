@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -60,14 +61,25 @@ class MailedTokens:
         )
 
 
+async def _issue(
+    session: AsyncSession,
+    user: UserRecord,
+    purpose: Purpose,
+    lifetime: timedelta,
+    mail: Callable[[UserRecord, str], Mail],
+) -> Mail | None:
+    """Store a token for the user in the caller's transaction; the mail to send once it commits (None: one went out
+    within MAIL_INTERVAL)."""
+    token, digest = new_token()
+    issued = await AccountTokenRepository(session).issue(
+        user.id, purpose, digest, lifetime, unless_within=MAIL_INTERVAL
+    )
+    return mail(user, token) if issued else None
+
+
 async def issue_verification(session: AsyncSession, mails: MailedTokens, user: UserRecord) -> Mail | None:
     """Store a verification token for the user in the caller's transaction; the mail to send once it commits."""
-    token, digest = new_token()
-    tokens = AccountTokenRepository(session)
-    issued = await tokens.issue(
-        user.id, Purpose.VERIFY_EMAIL, digest, mails.verification_lifetime, unless_within=MAIL_INTERVAL
-    )
-    return mails.verification_mail(user, token) if issued else None
+    return await _issue(session, user, Purpose.VERIFY_EMAIL, mails.verification_lifetime, mails.verification_mail)
 
 
 async def resend_verification(
@@ -96,16 +108,13 @@ async def request_password_reset(
     sessions: async_sessionmaker[AsyncSession], outbox: Outbox, mails: MailedTokens, email: str
 ) -> None:
     """A reset mail to the active user with this address; nothing (and no sign of it) for any other address."""
-    token, digest = new_token()
     async with sessions.begin() as session:
         user = await UserRepository(session).find_by_email(email)
         if user is None:
             return
-        issued = await AccountTokenRepository(session).issue(
-            user.id, Purpose.RESET_PASSWORD, digest, mails.reset_lifetime, unless_within=MAIL_INTERVAL
-        )
-    if issued:
-        outbox.send(mails.reset_mail(user, token))
+        mail = await _issue(session, user, Purpose.RESET_PASSWORD, mails.reset_lifetime, mails.reset_mail)
+    if mail is not None:  # after the commit: the token in the mail exists
+        outbox.send(mail)
 
 
 async def reset_password(
@@ -127,12 +136,12 @@ async def reset_password(
         tokens, users = AccountTokenRepository(session), UserRepository(session)
         user_id = await tokens.use(Purpose.RESET_PASSWORD, digest)  # used up by another request meanwhile: None
         user = await users.get(user_id) if user_id is not None else None
-        if user_id is None or user is None:
+        if user is None:
             raise InvalidTokenError
-        await users.set_password_hash(user_id, hashed)
-        await users.mark_email_verified(user_id)
-        await tokens.use_all(user_id, Purpose.RESET_PASSWORD)
-        await SessionRepository(session).end_all(user_id)
+        await users.set_password_hash(user.id, hashed)
+        await users.mark_email_verified(user.id)
+        await tokens.use_all(user.id, Purpose.RESET_PASSWORD)
+        await SessionRepository(session).end_all(user.id)
     # The owner is back in control: earlier failed logins no longer hold the account.
     for identifier in (user.username, user.email):
         await lockout.succeeded(identifier)

@@ -36,12 +36,17 @@ def password_hasher(settings: Settings) -> PasswordHasher:
     )
 
 
+def hash_worker_count(settings: Settings) -> int:
+    """How many hashes a process runs at once: HASH_WORKERS, else one per core."""
+    return settings.hash_workers or os.cpu_count() or 1
+
+
 class PasswordHashing:
     """Hashes passwords on one worker thread per core; beyond the queue limit it refuses instead of piling up."""
 
     def __init__(self, settings: Settings) -> None:
         self.hasher = password_hasher(settings)
-        self.workers = settings.hash_workers or os.cpu_count() or 1
+        self.workers = hash_worker_count(settings)
         self.queue_seconds = settings.hash_queue_seconds
         # One worker per core: Argon2's lanes already spread each hash over the cores; more workers add only memory.
         self._executor = ThreadPoolExecutor(

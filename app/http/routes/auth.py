@@ -10,10 +10,10 @@ from litestar.exceptions import NotAuthorizedException
 from litestar.openapi.spec import Link
 from litestar.params import Body
 from litestar.security.jwt import Token
-from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.http.auth import AccessTokens, token_session
+from app.http.dependencies import Hashing, Sessions
 from app.http.openapi import OptionalBodyOperation, linked
 from app.http.problems import AUTHENTICATED, CLOSED, problems
 from app.http.schemas import AccessToken, LoginRequest, LogoutRequest, RefreshRequest
@@ -22,12 +22,10 @@ from app.repositories.sessions import SessionRepository
 from app.repositories.users import UserRecord
 from app.services.auth import log_in
 from app.services.lockout import LoginLockout
-from app.services.passwords import PasswordHashing
 from app.services.sessions import SessionGrant, refresh_session
 
 BAD_CREDENTIALS = "Invalid username or password"
 BAD_REFRESH_TOKEN = "Invalid or expired refresh token; log in again"  # noqa: S105  (a message, not a secret)
-Sessions = NamedDependency[async_sessionmaker[AsyncSession]]
 Tokens = NamedDependency[AccessTokens]
 
 
@@ -63,7 +61,7 @@ Tokens = NamedDependency[AccessTokens]
 async def login(
     data: Annotated[LoginRequest, Body(schema_extra=CLOSED)],
     sessions: Sessions,
-    hashing: NamedDependency[PasswordHashing],
+    hashing: Hashing,
     lockout: NamedDependency[LoginLockout],
     tokens: Tokens,
     metrics: NamedDependency[Metrics],

@@ -8,20 +8,17 @@ from litestar import Request, delete, get, post
 from litestar.di import NamedDependency
 from litestar.params import Body
 from litestar.security.jwt import Token
-from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.http.auth import token_session
+from app.http.dependencies import Hashing, Sessions
 from app.http.problems import AUTHENTICATED, CLOSED, problems
 from app.http.schemas import AccountDeletion, PasswordChange, SessionRead, UserDetail, session_read, user_detail
 from app.repositories.sessions import SessionRepository
 from app.repositories.users import UserRecord
 from app.services.account import change_password, delete_account
-from app.services.passwords import PasswordHashing
 
 Caller = Request[UserRecord, Token, Any]
-Sessions = NamedDependency[async_sessionmaker[AsyncSession]]
-Hashing = NamedDependency[PasswordHashing]
 WRONG_PASSWORD = {403: "The password is wrong; nothing changed"}
 
 

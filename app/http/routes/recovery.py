@@ -7,9 +7,8 @@ from typing import Annotated
 from litestar import post
 from litestar.di import NamedDependency
 from litestar.params import Body
-from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.http.dependencies import Hashing, Sessions
 from app.http.problems import CLOSED, problems
 from app.http.schemas import Accepted, EmailRequest, PasswordReset, TokenRequest
 from app.services.lockout import LoginLockout
@@ -21,9 +20,7 @@ from app.services.mailed_tokens import (
     reset_password,
     verify_email,
 )
-from app.services.passwords import PasswordHashing
 
-Sessions = NamedDependency[async_sessionmaker[AsyncSession]]
 Mails = NamedDependency[MailedTokens]
 # One answer for every address: nothing tells whether an account has it.
 ACCEPTED = Accepted(detail="If an account has this address, a mail is on its way")
@@ -59,7 +56,7 @@ async def ask_password_reset(
 async def confirm_password_reset(
     data: Annotated[PasswordReset, Body(schema_extra=CLOSED)],
     sessions: Sessions,
-    hashing: NamedDependency[PasswordHashing],
+    hashing: Hashing,
     lockout: NamedDependency[LoginLockout],
 ) -> None:
     """Set a new password with a mailed reset token, which is then used up; every session of the account ends."""

@@ -9,9 +9,8 @@ from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency
 from litestar.openapi.spec import Example, Link
 from litestar.params import Body
-from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.http.dependencies import Hashing, Sessions
 from app.http.openapi import linked
 from app.http.problems import CLOSED, problems
 from app.http.routes.admin import get_user
@@ -19,7 +18,6 @@ from app.http.schemas import UserCreate, UserRead, user_read
 from app.metrics import Metrics
 from app.services.mail import Outbox
 from app.services.mailed_tokens import MailedTokens
-from app.services.passwords import PasswordHashing
 from app.services.registration import register_user
 
 
@@ -68,8 +66,8 @@ async def register(
             schema_extra=CLOSED,
         ),
     ],
-    sessions: NamedDependency[async_sessionmaker[AsyncSession]],
-    hashing: NamedDependency[PasswordHashing],
+    sessions: Sessions,
+    hashing: Hashing,
     outbox: NamedDependency[Outbox],
     mails: NamedDependency[MailedTokens],
     metrics: NamedDependency[Metrics],
