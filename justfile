@@ -86,14 +86,19 @@ test *args:
     uv sync --quiet --compile-bytecode --inexact
     uv run pytest -n auto --maxprocesses 4 "$@"
 
+# The quick tier, for your own loop: every test but the slow ones (balancer, browser, compose, Schemathesis, MLflow's server)
+test-fast *args:
+    uv sync --quiet --compile-bytecode --inexact
+    uv run pytest -n auto --maxprocesses 4 -m "not slow" "$@"
+
 # Benchmark: GET /me against a bare Litestar app (wrk), hashing vs sign-ups, health under load, memory; a million users
 bench:
-    uv run python -m tests.benchmark
-    uv run python -m tests.bench_million
+    uv run python -m tests.bench.benchmark
+    uv run python -m tests.bench.bench_million
 
 # Benchmark: a million users; list pages, and a column and a concurrent index migrated while the service serves
 bench-million:
-    uv run python -m tests.bench_million
+    uv run python -m tests.bench.bench_million
 
 # The guide's Makefile names
 alias db-init := init

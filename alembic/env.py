@@ -15,16 +15,16 @@ from alembic.runtime.migration import MigrationContext
 from pydantic import ValidationError
 from sqlmodel import SQLModel
 
-from app.db.checksums import record_checksums, verify_checksums
+from app.db.catalog import quote_ident
 from app.db.engine import single_connection
-from app.db.guard import check_database_is_ours
-from app.db.indexes import invalid_indexes, rebuild_invalid_indexes
-from app.db.migration_lock import afterwards, migration_session
-from app.db.migrations import Revisions
 from app.db.models import API_TABLES
-from app.db.provision import quote_ident
-from app.db.timeouts import concurrent_timeout_statement, timeout_statements, timeouts_explained
 from app.errors import SetupError
+from app.migrations.checksums import record_checksums, verify_checksums
+from app.migrations.guard import check_database_is_ours
+from app.migrations.indexes import invalid_indexes, rebuild_invalid_indexes
+from app.migrations.lock import afterwards, migration_session
+from app.migrations.revisions import Revisions
+from app.migrations.timeouts import concurrent_timeout_statement, timeout_statements, timeouts_explained
 from app.settings import Settings, get_settings
 
 config = context.config

@@ -12,13 +12,14 @@ from alembic import command
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from app.db.migrations import alembic_config
 from app.http.app import create_app
+from app.migrations.revisions import alembic_config
 from app.settings import PROJECT_ROOT
-from tests.databases import Databases, ReusedDatabase
-from tests.pgbouncer import Bouncer, start_pgbouncer
-from tests.shared import shared_template
-from tests.tools import shared_redis
+from tests.support.databases import FAST_HASHING, Databases, ReusedDatabase
+from tests.support.mlflow import mlflow_db_upgrade
+from tests.support.pgbouncer import Bouncer, start_pgbouncer
+from tests.support.templates import shared_template
+from tests.support.tools import shared_redis
 
 # The longest tests start first, so that two workers finish together instead of one waiting on the other's last test.
 LONGEST_FIRST = (
@@ -98,26 +99,6 @@ def empty_db(pg: Databases) -> Iterator[str]:
     pg.drop(name)
 
 
-NO_POOL = "MLFLOW_SQLALCHEMYSTORE_POOLCLASS"
-
-
-def mlflow_db_upgrade(url: str) -> None:
-    """`mlflow db upgrade URL`, in this process: the tests import MLflow anyway, and a second import costs seconds."""
-    from mlflow.db import upgrade  # only the tests that use MLflow pay for importing it
-
-    # No pooled connection stays behind: the template is cloned right after, which needs it unused.
-    before = os.environ.get(NO_POOL)
-    os.environ[NO_POOL] = "NullPool"
-    try:
-        assert upgrade.callback is not None
-        upgrade.callback(url)
-    finally:
-        if before is None:
-            del os.environ[NO_POOL]
-        else:
-            os.environ[NO_POOL] = before
-
-
 @pytest.fixture(scope="session")
 def mlflow_template(pg: Databases, shared_folder: Path | None) -> Iterator[str]:
     """A real MLflow tracking schema, built by MLflow's own migrations."""
@@ -131,10 +112,6 @@ def mlflow_db(pg: Databases, mlflow_template: str) -> Iterator[str]:
     name = pg.create(pg.new_name("mlflow"), template=mlflow_template)
     yield name
     pg.drop(name)
-
-
-# Argon2 at a test cost: the contract is the same, the suite stays fast.
-FAST_HASHING = {"argon2_memory_kib": 1024, "argon2_time_cost": 1, "argon2_parallelism": 1}
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from alembic.config import Config
 
-from app.db.migrations import Revisions, alembic_config
+from app.migrations.revisions import Revisions, alembic_config
 from app.settings import Settings
 
 T = TypeVar("T")

@@ -12,14 +12,14 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.cli.context import CommandContext
 from app.cli.schema import backup_first, migrate, print_current
-from app.db.backup import backup_now
 from app.db.engine import api_connection
-from app.db.migration_lock import run_locked
-from app.db.reset import api_owned_tables, drop_api_tables
-from app.db.restore import choose_archive, read_archive, restore_archive
 from app.errors import SetupError
-from app.services.admins import create_admin, validated_account
-from app.services.passwords import password_hasher
+from app.kit.passwords import password_hasher
+from app.migrations.backup import backup_now
+from app.migrations.lock import run_locked
+from app.migrations.reset import api_owned_tables, drop_api_tables
+from app.migrations.restore import choose_archive, read_archive, restore_archive
+from app.services.first_admin import create_admin, validated_account
 from app.services.seeder import RoleSeeder
 from app.settings import Settings
 

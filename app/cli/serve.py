@@ -17,13 +17,13 @@ from litestar import Litestar
 from prometheus_client import CollectorRegistry, start_http_server
 
 from app.db.engine import create_api_engine
-from app.db.migrations import show_migration_steps
 from app.db.provision import prepare_api_database
 from app.errors import SetupError
 from app.http.app import create_app
-from app.http.dependencies import Drain
-from app.logs import JsonFormatter, configure_logging
-from app.metrics import Metrics
+from app.http.deps import Drain
+from app.kit.logs import JsonFormatter, configure_logging
+from app.kit.metrics import Metrics
+from app.migrations.revisions import show_migration_steps
 from app.services.bootstrap import bootstrap_database
 from app.settings import Settings
 

@@ -7,19 +7,17 @@ import os
 
 from app.cli.context import CommandContext
 from app.cli.mlflow import run_mlflow_server
+from app.db.pg_tools import pg_env, pg_tool
 from app.db.provision import ensure_database
-from app.db.server import direct_address, embedded_bin_dir, stop_embedded
+from app.db.server import direct_address, stop_embedded
 
 
 def cmd_psql(args: argparse.Namespace, ctx: CommandContext) -> int:
     settings = ctx.settings
     # The server itself: PgBouncer refuses psql's search_path option, and would not keep a session's SETs.
-    address = direct_address(settings)
-    ctx.run(ensure_database(address, settings.api_db_name))
-    psql = str(embedded_bin_dir() / "psql")
-    os.execve(
-        psql, [psql, *args.psql_args], {**os.environ, **address.libpq_env(settings.api_db_name, settings.api_db_schema)}
-    )
+    ctx.run(ensure_database(direct_address(settings), settings.api_db_name))
+    psql = pg_tool("psql")
+    os.execve(psql, [psql, *args.psql_args], pg_env(settings))
 
 
 def cmd_db_stop(args: argparse.Namespace, ctx: CommandContext) -> int:

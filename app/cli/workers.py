@@ -23,10 +23,10 @@ from app.cli.serve import DrainingServer, serve_metrics, uvicorn_config
 from app.db.engine import lookup_pool_size
 from app.errors import SetupError
 from app.http.app import create_app
-from app.http.dependencies import Drain
-from app.logs import configure_logging
-from app.metrics import Metrics, shared_registry
-from app.services.passwords import hash_worker_count
+from app.http.deps import Drain
+from app.kit.logs import configure_logging
+from app.kit.metrics import Metrics, shared_registry
+from app.kit.passwords import hash_worker_count
 from app.settings import Settings
 
 logger = logging.getLogger("app")

@@ -1,1 +1,1 @@
-"""The API database: models, server, migrations and the guards around them."""
+"""What the service runs on: models, engines, the server, provisioning, and PostgreSQL's errors, catalog and tools."""

@@ -1,4 +1,4 @@
-"""Questions to the connected database's catalog, asked one way everywhere."""
+"""Names in the database's catalog: quoted one way, and asked about one way, everywhere."""
 
 from __future__ import annotations
 
@@ -9,6 +9,11 @@ import sqlalchemy as sa
 _EXISTING = sa.text(
     "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = ANY(:n)"
 )
+
+
+def quote_ident(name: str) -> str:
+    """Quote an SQL identifier such as a database name."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 def current_database(connection: sa.Connection) -> str:

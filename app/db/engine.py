@@ -12,7 +12,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import QueuePool
 
-from app.db.provision import ensure_database, prepare_api_database, quote_ident
+from app.db.catalog import quote_ident
+from app.db.provision import ensure_database, prepare_api_database
 from app.db.server import ServerAddress, direct_address
 from app.settings import Settings
 

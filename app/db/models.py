@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
@@ -16,6 +17,16 @@ SQLModel.metadata.naming_convention = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+def set_by_database(*, on_update: bool = False) -> Any:
+    """A NOT NULL timestamptz the database sets to now() on insert (and on every UPDATE with `on_update`).
+
+    None in a new model object until the row is read back: the database's clock decides, never an instance's.
+    """
+    now = {"server_default": sa.func.now(), **({"onupdate": sa.func.now()} if on_update else {})}
+    return Field(default=None, sa_type=sa.DateTime(timezone=True), sa_column_kwargs={**now, "nullable": False})
+
 
 # Ids are PostgreSQL `integer`s: a larger number can name no row and would fail the query.
 MAX_ID = 2**31 - 1
@@ -45,16 +56,8 @@ class DBUser(SQLModel, table=True):
     is_active: bool = Field(default=True, sa_column_kwargs={"server_default": sa.true()})
     # When the owner proved the address is theirs (a verification or a password reset mail); null: not yet.
     email_verified_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
-    created_at: datetime | None = Field(
-        default=None,
-        sa_type=sa.DateTime(timezone=True),
-        sa_column_kwargs={"server_default": sa.func.now(), "nullable": False},
-    )
-    updated_at: datetime | None = Field(
-        default=None,
-        sa_type=sa.DateTime(timezone=True),
-        sa_column_kwargs={"server_default": sa.func.now(), "onupdate": sa.func.now(), "nullable": False},
-    )
+    created_at: datetime | None = set_by_database()
+    updated_at: datetime | None = set_by_database(on_update=True)
 
 
 class UserRoleLink(SQLModel, table=True):
@@ -69,7 +72,7 @@ class UserRoleLink(SQLModel, table=True):
     role_id: int = Field(foreign_key="roles.id", primary_key=True, ondelete="CASCADE")
 
 
-class DBSession(SQLModel, table=True):
+class DBLoginSession(SQLModel, table=True):
     """A login: its refresh tokens and the access tokens issued with them are valid while this row exists."""
 
     __tablename__ = "user_sessions"
@@ -77,17 +80,9 @@ class DBSession(SQLModel, table=True):
     id: uuid.UUID = Field(primary_key=True)
     user_id: int = Field(foreign_key="users.id", index=True, ondelete="CASCADE")
     user_agent: str | None = Field(default=None, max_length=255)
-    created_at: datetime | None = Field(
-        default=None,
-        sa_type=sa.DateTime(timezone=True),
-        sa_column_kwargs={"server_default": sa.func.now(), "nullable": False},
-    )
+    created_at: datetime | None = set_by_database()
     # The last login or refresh: authenticated requests do not write, so this lags by up to one access token.
-    last_used_at: datetime | None = Field(
-        default=None,
-        sa_type=sa.DateTime(timezone=True),
-        sa_column_kwargs={"server_default": sa.func.now(), "nullable": False},
-    )
+    last_used_at: datetime | None = set_by_database()
     # When the newest refresh token expires; each refresh moves it on.
     expires_at: datetime = Field(sa_type=sa.DateTime(timezone=True))
 
@@ -99,11 +94,7 @@ class DBRefreshToken(SQLModel, table=True):
 
     token_hash: str = Field(primary_key=True, max_length=64)
     session_id: uuid.UUID = Field(foreign_key="user_sessions.id", index=True, ondelete="CASCADE")
-    created_at: datetime | None = Field(
-        default=None,
-        sa_type=sa.DateTime(timezone=True),
-        sa_column_kwargs={"server_default": sa.func.now(), "nullable": False},
-    )
+    created_at: datetime | None = set_by_database()
     expires_at: datetime = Field(sa_type=sa.DateTime(timezone=True))
     # Set when a refresh replaced this token: presenting it again means it was copied.
     rotated_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
@@ -117,11 +108,7 @@ class DBAccountToken(SQLModel, table=True):
     token_hash: str = Field(primary_key=True, max_length=64)
     user_id: int = Field(foreign_key="users.id", index=True, ondelete="CASCADE")
     purpose: str = Field(max_length=20)
-    created_at: datetime | None = Field(
-        default=None,
-        sa_type=sa.DateTime(timezone=True),
-        sa_column_kwargs={"server_default": sa.func.now(), "nullable": False},
-    )
+    created_at: datetime | None = set_by_database()
     expires_at: datetime = Field(sa_type=sa.DateTime(timezone=True))
     used_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
 

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import asyncpg
 
+from app.db.catalog import quote_ident
 from app.db.server import ServerAddress, direct_address, server_address
 from app.errors import SetupError
 from app.settings import Settings
 
 MAINTENANCE_DATABASES = ("postgres", "template1")
-
-
-def quote_ident(name: str) -> str:
-    """Quote an SQL identifier such as a database name."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 async def connect(address: ServerAddress, database: str) -> asyncpg.Connection:

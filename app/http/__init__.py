@@ -1,1 +1,1 @@
-"""The HTTP layer: the Litestar app, its handlers, request/response schemas and error mapping."""
+"""The HTTP layer: the Litestar app, its routes, request/response schemas, security and error mapping."""

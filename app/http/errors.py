@@ -15,7 +15,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, TooManyRequestsException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
-from app.db.errors import constraint_name, driver_error, sqlstate
+from app.db.pg_errors import constraint_name, driver_error, sqlstate
 from app.errors import (
     AlreadyRegisteredError,
     ConflictError,

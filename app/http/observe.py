@@ -11,8 +11,8 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import Counter, Histogram
 
-from app.logs import REQUEST_ID, AccessLog
-from app.metrics import Metrics
+from app.kit.logs import REQUEST_ID, AccessLog
+from app.kit.metrics import Metrics
 
 REQUEST_ID_HEADER = b"x-request-id"
 # An id from a proxy or a client is kept only when it cannot break a log line or a header: else we make one.

@@ -9,8 +9,8 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
-from app.accounts import Password, UserCreate
-from app.repositories.sessions import SessionRecord
+from app.account_rules import Password, UserCreate
+from app.repositories.login_sessions import LoginSessionRecord
 from app.repositories.users import UserRecord
 
 __all__ = ["UserCreate"]  # the sign-up body is the account rules' own
@@ -156,7 +156,7 @@ def _public_fields(user: UserRecord) -> dict[str, Any]:
     return {name: getattr(user, name) for name in names}
 
 
-def session_read(record: SessionRecord, current: uuid.UUID) -> SessionRead:
+def session_read(record: LoginSessionRecord, current: uuid.UUID) -> SessionRead:
     return SessionRead(
         id=record.id,
         user_agent=record.user_agent,

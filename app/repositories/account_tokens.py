@@ -7,9 +7,9 @@ from enum import StrEnum
 
 from sqlalchemy import ColumnElement, and_, exists, func, insert, literal
 from sqlmodel import col, delete, select, update
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.db.models import DBAccountToken, DBUser
+from app.repositories.base import Repository
 
 _NOW = func.now()
 
@@ -19,11 +19,8 @@ class Purpose(StrEnum):
     RESET_PASSWORD = "reset_password"  # noqa: S105  (a purpose, not a secret)
 
 
-class AccountTokenRepository:
-    """Reads and writes mailed tokens in a session; the caller owns the transaction."""
-
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
+class AccountTokenRepository(Repository):
+    """Mailed tokens, by their digest."""
 
     async def issue(
         self, user_id: int, purpose: Purpose, token_hash: str, lifetime: timedelta, *, unless_within: timedelta

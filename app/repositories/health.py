@@ -6,7 +6,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.engine import schema_needs_a_transaction
-from app.db.migrations import database_revisions
+from app.migrations.revisions import database_revisions
 
 
 async def database_answers(engine: AsyncEngine) -> None:

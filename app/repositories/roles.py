@@ -6,16 +6,13 @@ from collections.abc import Mapping
 
 from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.db.models import DBRole
+from app.repositories.base import Repository
 
 
-class RoleRepository:
-    """Reads and writes roles in a session; the caller owns the transaction."""
-
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
+class RoleRepository(Repository):
+    """Roles, by name."""
 
     async def insert_missing(self, roles: Mapping[str, str]) -> list[str]:
         """Insert the roles whose names are not taken yet and return the names inserted."""

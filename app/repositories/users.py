@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import asyncpg
-import sqlalchemy as sa
-from sqlalchemy import bindparam, exists, func, make_url, or_
+from sqlalchemy import bindparam, func, or_
 from sqlalchemy.dialects.postgresql import aggregate_order_by, insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, delete, select, update
-from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.db.errors import constraint_name
-from app.db.models import EMAIL_UNIQUE, USERNAME_UNIQUE, DBRole, DBSession, DBUser, UserRoleLink
+from app.db.models import EMAIL_UNIQUE, USERNAME_UNIQUE, DBRole, DBUser, UserRoleLink
+from app.db.pg_errors import constraint_name
 from app.errors import AlreadyRegisteredError, RoleMissingError
+from app.repositories.base import Repository
 
 # The unique indexes that decide who gets a name, and the field each one guards.
 _UNIQUE_FIELDS = {str(USERNAME_UNIQUE.name): "username", str(EMAIL_UNIQUE.name): "email"}
@@ -46,32 +43,20 @@ class UserRecord:
 
 
 # The user's role names, alphabetically: a correlated subquery on the user_roles primary key.
-_ROLE_NAMES = (
+ROLE_NAMES = (
     select(func.array_agg(aggregate_order_by(col(DBRole.name), col(DBRole.name))))
     .join(UserRoleLink, col(UserRoleLink.role_id) == col(DBRole.id))
     .where(col(UserRoleLink.user_id) == col(DBUser.id))
     .scalar_subquery()
     .label("roles")
 )
-_WITH_ROLES = select(DBUser, _ROLE_NAMES)
+_WITH_ROLES = select(DBUser, ROLE_NAMES)
 _BY_ID = _WITH_ROLES.where(col(DBUser.id) == bindparam("user_id"))
 _WANTED = func.lower(bindparam("identifier"))
 _CREDENTIALS = _WITH_ROLES.where(or_(func.lower(DBUser.username) == _WANTED, func.lower(DBUser.email) == _WANTED))
-# The token's session is live: one primary-key probe inside the user's read, not a second round trip.
-_LIVE_SESSION = exists().where(
-    col(DBSession.id) == bindparam("session_id", type_=sa.Uuid()),
-    col(DBSession.user_id) == col(DBUser.id),
-    col(DBSession.expires_at) > func.now(),
-)
-# What the hot path reads, and no more (no password hash): the columns of a UserRecord.
-_ACTIVE_BY_ID = (
-    select(DBUser.id, DBUser.username, DBUser.email, DBUser.full_name)
-    .add_columns(col(DBUser.is_active), col(DBUser.created_at), col(DBUser.email_verified_at), _ROLE_NAMES)
-    .where(col(DBUser.id) == bindparam("user_id"), col(DBUser.is_active), _LIVE_SESSION)
-)
 
 
-def _record(user: Any, roles: list[str] | None) -> UserRecord:
+def user_record(user: Any, roles: list[str] | None) -> UserRecord:
     """A record from a `DBUser` (or a row with its columns) and its role names."""
     return UserRecord(
         id=user.id,
@@ -85,11 +70,8 @@ def _record(user: Any, roles: list[str] | None) -> UserRecord:
     )
 
 
-class UserRepository:
-    """Reads and writes users in a session; the caller owns the transaction."""
-
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
+class UserRepository(Repository):
+    """Users and the roles they hold."""
 
     async def create_with_role(self, user: NewUser, role: str) -> UserRecord:
         """Insert the user and grant `role`; raises AlreadyRegisteredError when the username or email is taken."""
@@ -132,7 +114,7 @@ class UserRepository:
     async def get(self, user_id: int) -> UserRecord | None:
         """The user with its roles, or None."""
         row = (await self.session.exec(_BY_ID, params={"user_id": user_id})).one_or_none()
-        return _record(*row) if row else None
+        return user_record(*row) if row else None
 
     async def find_credentials(self, identifier: str) -> tuple[UserRecord, str] | None:
         """The user whose username or email is `identifier` (ignoring case), with its password hash."""
@@ -142,7 +124,7 @@ class UserRepository:
         if row is None:
             return None
         user, roles = row
-        return _record(user, roles), user.hashed_password
+        return user_record(user, roles), user.hashed_password
 
     async def page(self, *, after: int, limit: int, role_id: int | None = None) -> tuple[list[UserRecord], int | None]:
         """Up to `limit` users with ids above `after`, by id (only holders of `role_id`, when given), and the
@@ -163,7 +145,7 @@ class UserRepository:
             )
             statement = _WITH_ROLES.where(col(DBUser.id).in_(holders))
         rows = (await self.session.exec(statement.order_by(col(DBUser.id)).limit(wanted))).all()
-        users = [_record(user, roles) for user, roles in rows[:limit]]
+        users = [user_record(user, roles) for user, roles in rows[:limit]]
         return users, users[-1].id if len(rows) > limit else None
 
     async def grant(self, user_id: int, role_id: int) -> None:
@@ -204,7 +186,7 @@ class UserRepository:
         """The active user with this email (ignoring case), or None."""
         wanted = func.lower(DBUser.email) == func.lower(email)
         row = (await self.session.exec(_WITH_ROLES.where(wanted, col(DBUser.is_active)))).one_or_none()
-        return _record(*row) if row else None
+        return user_record(*row) if row else None
 
     async def mark_email_verified(self, user_id: int) -> None:
         """Record that the owner proved the address is theirs (the first proof counts; later ones change nothing)."""
@@ -214,41 +196,3 @@ class UserRepository:
     async def remove(self, user_id: int) -> None:
         """Delete the user; its roles and sessions go with it (ON DELETE CASCADE)."""
         await self.session.exec(delete(DBUser).where(col(DBUser.id) == user_id))
-
-
-class ActiveUserLookup:
-    """The read every authenticated request makes: the active user behind a token, with its current roles, as long
-    as the token's session has not ended.
-
-    The SQLModel statement is compiled once per process and run on a small asyncpg pool of its own, outside a
-    transaction: one prepared statement and one round trip, with no BEGIN/COMMIT, no ORM and no SQLAlchemy pool
-    bookkeeping on the path every authenticated request takes.
-    """
-
-    def __init__(self, pool: asyncpg.Pool, acquire_timeout: float, schema: str | None = None) -> None:
-        self.pool = pool
-        self.acquire_timeout = acquire_timeout
-        # The statement names API_DB_SCHEMA itself: through PgBouncer the connection has no search_path of ours.
-        in_schema: dict[str, Any] = {"schema_translate_map": {None: schema}, "render_schema_translate": True}
-        compiled = _ACTIVE_BY_ID.compile(
-            dialect=make_url("postgresql+asyncpg://").get_dialect()(), **(in_schema if schema else {})
-        )
-        if list(compiled.positiontup or ()) != ["user_id", "session_id"]:
-            raise RuntimeError(f"expected the parameters user_id and session_id, not {compiled.positiontup}")
-        self._sql = str(compiled)
-
-    async def __call__(self, user_id: int, session_id: uuid.UUID) -> UserRecord | None:
-        # A flood waits at most the pool time-out, then fails like the engine's pool does (TimeoutError: 503).
-        async with self.pool.acquire(timeout=self.acquire_timeout) as connection:
-            row = await connection.fetchrow(self._sql, user_id, session_id)
-        return _record(_Columns(row), row["roles"]) if row is not None else None
-
-
-class _Columns:
-    """An asyncpg Record read by attribute, as `_record` reads a model."""
-
-    def __init__(self, record: Any) -> None:
-        self._record = record
-
-    def __getattr__(self, name: str) -> Any:
-        return self._record[name]

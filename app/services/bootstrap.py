@@ -10,7 +10,7 @@ from alembic.config import Config
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.db.migrations import Revisions, alembic_config, require_head
+from app.migrations.revisions import Revisions, alembic_config, require_head
 from app.services.seeder import RoleSeeder, SeedReport
 from app.settings import Settings
 

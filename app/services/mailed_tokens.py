@@ -10,13 +10,13 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.errors import InvalidTokenError
+from app.kit.lockout import LoginLockout
+from app.kit.mail import Mail, Outbox
+from app.kit.passwords import PasswordHashing
+from app.kit.tokens import new_token, token_digest
 from app.repositories.account_tokens import AccountTokenRepository, Purpose
-from app.repositories.sessions import SessionRepository
+from app.repositories.login_sessions import LoginSessionRepository
 from app.repositories.users import UserRecord, UserRepository
-from app.services.lockout import LoginLockout
-from app.services.mail import Mail, Outbox
-from app.services.passwords import PasswordHashing
-from app.services.tokens import new_token, token_digest
 from app.settings import Settings
 
 # At most one mail of a kind per user in this time, however often it is asked for: no flooding someone's inbox.
@@ -83,10 +83,10 @@ async def issue_verification(session: AsyncSession, mails: MailedTokens, user: U
 
 
 async def resend_verification(
-    sessions: async_sessionmaker[AsyncSession], outbox: Outbox, mails: MailedTokens, email: str
+    session_maker: async_sessionmaker[AsyncSession], outbox: Outbox, mails: MailedTokens, email: str
 ) -> None:
     """A new verification mail to an active, unverified user with this address; nothing (and no sign of it) else."""
-    async with sessions.begin() as session:
+    async with session_maker.begin() as session:
         user = await UserRepository(session).find_by_email(email)
         if user is None or user.email_verified:
             return
@@ -95,9 +95,9 @@ async def resend_verification(
         outbox.send(mail)
 
 
-async def verify_email(sessions: async_sessionmaker[AsyncSession], token: str) -> None:
+async def verify_email(session_maker: async_sessionmaker[AsyncSession], token: str) -> None:
     """Mark the token's user verified and the token used; InvalidTokenError for an unknown, used or expired token."""
-    async with sessions.begin() as session:
+    async with session_maker.begin() as session:
         user_id = await AccountTokenRepository(session).use(Purpose.VERIFY_EMAIL, token_digest(token))
         if user_id is None:
             raise InvalidTokenError
@@ -105,10 +105,10 @@ async def verify_email(sessions: async_sessionmaker[AsyncSession], token: str) -
 
 
 async def request_password_reset(
-    sessions: async_sessionmaker[AsyncSession], outbox: Outbox, mails: MailedTokens, email: str
+    session_maker: async_sessionmaker[AsyncSession], outbox: Outbox, mails: MailedTokens, email: str
 ) -> None:
     """A reset mail to the active user with this address; nothing (and no sign of it) for any other address."""
-    async with sessions.begin() as session:
+    async with session_maker.begin() as session:
         user = await UserRepository(session).find_by_email(email)
         if user is None:
             return
@@ -118,7 +118,7 @@ async def request_password_reset(
 
 
 async def reset_password(
-    sessions: async_sessionmaker[AsyncSession],
+    session_maker: async_sessionmaker[AsyncSession],
     hashing: PasswordHashing,
     lockout: LoginLockout,
     token: str,
@@ -127,12 +127,12 @@ async def reset_password(
     """Set the password of the token's user and end all its sessions; InvalidTokenError for an unknown, used or
     expired token. The mail reached the owner, so the address counts as verified too."""
     digest = token_digest(token)
-    async with sessions.begin() as session:
+    async with session_maker.begin() as session:
         known = await AccountTokenRepository(session).usable(Purpose.RESET_PASSWORD, digest)
     if known is None:
         raise InvalidTokenError  # before the costly hash
     hashed = await hashing.hash(new_password)  # no connection held meanwhile
-    async with sessions.begin() as session:
+    async with session_maker.begin() as session:
         tokens, users = AccountTokenRepository(session), UserRepository(session)
         user_id = await tokens.use(Purpose.RESET_PASSWORD, digest)  # used up by another request meanwhile: None
         user = await users.get(user_id) if user_id is not None else None
@@ -141,7 +141,7 @@ async def reset_password(
         await users.set_password_hash(user.id, hashed)
         await users.mark_email_verified(user.id)
         await tokens.use_all(user.id, Purpose.RESET_PASSWORD)
-        await SessionRepository(session).end_all(user.id)
+        await LoginSessionRepository(session).end_all(user.id)
     # The owner is back in control: earlier failed logins no longer hold the account.
     for identifier in (user.username, user.email):
         await lockout.succeeded(identifier)

@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.repositories.account_tokens import AccountTokenRepository
-from app.repositories.sessions import SessionRepository
+from app.repositories.login_sessions import LoginSessionRepository
 
 logger = logging.getLogger("app.maintenance")
 PRUNE_INTERVAL_SECONDS = 3600.0
@@ -18,16 +18,16 @@ PRUNE_INTERVAL_SECONDS = 3600.0
 FIRST_PRUNE_AFTER_SECONDS = 60.0
 
 
-async def prune_expired(sessions: async_sessionmaker[AsyncSession]) -> dict[str, int]:
+async def prune_expired(session_maker: async_sessionmaker[AsyncSession]) -> dict[str, int]:
     """Delete what has expired; how many rows of each table went (not counting rows that went with them)."""
-    async with sessions.begin() as session:
-        ended, tokens = await SessionRepository(session).prune()
+    async with session_maker.begin() as session:
+        ended, tokens = await LoginSessionRepository(session).prune()
         mailed = await AccountTokenRepository(session).prune()
     return {"user_sessions": ended, "refresh_tokens": tokens, "account_tokens": mailed}
 
 
 async def prune_periodically(
-    sessions: async_sessionmaker[AsyncSession],
+    session_maker: async_sessionmaker[AsyncSession],
     every: float = PRUNE_INTERVAL_SECONDS,
     first_after: float = FIRST_PRUNE_AFTER_SECONDS,
 ) -> None:
@@ -36,7 +36,7 @@ async def prune_periodically(
     await asyncio.sleep(first_after)
     while True:
         try:
-            pruned = await prune_expired(sessions)
+            pruned = await prune_expired(session_maker)
         except Exception:
             # A database outage, or a bug: either way the service goes on, and the next round tries again.
             logger.exception("pruning expired sessions failed; next try in %g s", every)

@@ -6,15 +6,15 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.kit.mail import Outbox
+from app.kit.passwords import PasswordHashing
 from app.repositories.users import NewUser, UserRecord, UserRepository
 from app.roles import RoleName
-from app.services.mail import Outbox
 from app.services.mailed_tokens import MailedTokens, issue_verification
-from app.services.passwords import PasswordHashing
 
 
 async def register_user(
-    sessions: async_sessionmaker[AsyncSession],
+    session_maker: async_sessionmaker[AsyncSession],
     hashing: PasswordHashing,
     outbox: Outbox,
     mails: MailedTokens,
@@ -29,7 +29,7 @@ async def register_user(
     # No connection is held while the hash waits or runs: the transaction starts after it.
     hashed_password = await hashing.hash(password)
     new_user = NewUser(username=username, email=email, full_name=full_name, hashed_password=hashed_password)
-    async with sessions.begin() as session:
+    async with session_maker.begin() as session:
         user = await UserRepository(session).create_with_role(new_user, RoleName.USER)
         mail = await issue_verification(session, mails, user)
     if mail is not None:

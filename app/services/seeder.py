@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.db.migrations import Revisions, require_ours_at_head
+from app.migrations.revisions import Revisions, require_ours_at_head
 from app.repositories.roles import RoleRepository
 from app.roles import DEFAULT_ROLES
 

@@ -1,1 +1,1 @@
-"""Route handlers, one module per resource."""
+"""Route handlers, one module per URL family; each module exports its `router` with what its handlers need."""

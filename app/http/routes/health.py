@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-from litestar import Response, get
+from litestar import Response, Router, get
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.http.dependencies import Drain
+from app.http.deps import Drain
 from app.http.errors import DATABASE_RETRY_AFTER, database_is_unavailable
+from app.http.openapi import ApiOperation
 from app.http.schemas import Health, Readiness
 from app.repositories.health import database_answers, schema_revisions
 
 
 @get(
     "/health",
+    operation_class=ApiOperation,
     exclude_from_auth=True,
     summary="Health check",
     responses={503: ResponseSpec(Health, description="The database does not answer", generate_examples=False)},
@@ -42,6 +44,7 @@ async def live() -> Health:
 
 @get(
     "/health/ready",
+    operation_class=ApiOperation,
     exclude_from_auth=True,
     summary="Readiness",
     responses={
@@ -72,3 +75,6 @@ async def ready(
 
 def _not_ready(body: Readiness) -> Response[Readiness]:
     return Response(body, status_code=503, headers={"Retry-After": str(DATABASE_RETRY_AFTER)})
+
+
+router = Router("/", route_handlers=[health, live, ready])

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from litestar import Response, get
+from litestar import Response, Router, get
 from litestar.di import NamedDependency
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from app.metrics import Metrics
+from app.kit.metrics import Metrics
 
 # Litestar adds the charset to every text/ type itself.
 MEDIA_TYPE = CONTENT_TYPE_LATEST.replace("; charset=utf-8", "")
@@ -16,3 +16,6 @@ MEDIA_TYPE = CONTENT_TYPE_LATEST.replace("; charset=utf-8", "")
 def metrics(metrics: NamedDependency[Metrics]) -> Response[bytes]:
     """The service's metrics in Prometheus' text format (every worker's, added up)."""
     return Response(metrics.exposition(), media_type=MEDIA_TYPE)
+
+
+router = Router("/", route_handlers=[metrics])

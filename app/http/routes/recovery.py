@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from litestar import post
+from litestar import Router, post
 from litestar.di import NamedDependency
 from litestar.params import Body
 
-from app.http.dependencies import Hashing, Sessions
+from app.http.deps import Hashing, SessionMaker
+from app.http.openapi import ApiOperation
 from app.http.problems import CLOSED, problems
 from app.http.schemas import Accepted, EmailRequest, PasswordReset, TokenRequest
-from app.services.lockout import LoginLockout
-from app.services.mail import Outbox
+from app.http.security import AddressRateLimit
+from app.kit.lockout import LoginLockout
+from app.kit.mail import Outbox
 from app.services.mailed_tokens import (
     MailedTokens,
     request_password_reset,
@@ -29,6 +31,7 @@ BAD_TOKEN = {400: "The body breaks a rule, or the token is unknown, used already
 
 @post(
     "/password-reset",
+    operation_class=ApiOperation,
     exclude_from_auth=True,
     summary="Ask for a password reset",
     status_code=202,
@@ -36,18 +39,19 @@ BAD_TOKEN = {400: "The body breaks a rule, or the token is unknown, used already
 )
 async def ask_password_reset(
     data: Annotated[EmailRequest, Body(schema_extra=CLOSED)],
-    sessions: Sessions,
+    session_maker: SessionMaker,
     outbox: NamedDependency[Outbox],
     mails: Mails,
 ) -> Accepted:
     """Mail a single-use reset token (valid `PASSWORD_RESET_MINUTES`) to the account with this address, if any; the
     answer is the same either way. At most one mail a minute per account."""
-    await request_password_reset(sessions, outbox, mails, data.email)
+    await request_password_reset(session_maker, outbox, mails, data.email)
     return ACCEPTED
 
 
 @post(
     "/password-reset/confirm",
+    operation_class=ApiOperation,
     exclude_from_auth=True,
     summary="Reset the password",
     status_code=204,
@@ -55,28 +59,30 @@ async def ask_password_reset(
 )
 async def confirm_password_reset(
     data: Annotated[PasswordReset, Body(schema_extra=CLOSED)],
-    sessions: Sessions,
+    session_maker: SessionMaker,
     hashing: Hashing,
     lockout: NamedDependency[LoginLockout],
 ) -> None:
     """Set a new password with a mailed reset token, which is then used up; every session of the account ends."""
-    await reset_password(sessions, hashing, lockout, data.token, data.new_password)
+    await reset_password(session_maker, hashing, lockout, data.token, data.new_password)
 
 
 @post(
     "/verify-email",
+    operation_class=ApiOperation,
     exclude_from_auth=True,
     summary="Verify the email address",
     status_code=204,
     responses=problems(400, 413, 429, 503, described=BAD_TOKEN),
 )
-async def verify(data: Annotated[TokenRequest, Body(schema_extra=CLOSED)], sessions: Sessions) -> None:
+async def verify(data: Annotated[TokenRequest, Body(schema_extra=CLOSED)], session_maker: SessionMaker) -> None:
     """Confirm the address with the token mailed at sign-up (or by /verify-email/resend); single use."""
-    await verify_email(sessions, data.token)
+    await verify_email(session_maker, data.token)
 
 
 @post(
     "/verify-email/resend",
+    operation_class=ApiOperation,
     exclude_from_auth=True,
     summary="Mail a new verification token",
     status_code=202,
@@ -84,11 +90,19 @@ async def verify(data: Annotated[TokenRequest, Body(schema_extra=CLOSED)], sessi
 )
 async def resend_verification_mail(
     data: Annotated[EmailRequest, Body(schema_extra=CLOSED)],
-    sessions: Sessions,
+    session_maker: SessionMaker,
     outbox: NamedDependency[Outbox],
     mails: Mails,
 ) -> Accepted:
     """Mail a new verification token to the account with this address, if it is not verified yet; the answer is the
     same either way. At most one mail a minute per account."""
-    await resend_verification(sessions, outbox, mails, data.email)
+    await resend_verification(session_maker, outbox, mails, data.email)
     return ACCEPTED
+
+
+# Anyone may call them: throttled per client address.
+router = Router(
+    "/",
+    route_handlers=[ask_password_reset, confirm_password_reset, verify, resend_verification_mail],
+    middleware=[AddressRateLimit],
+)

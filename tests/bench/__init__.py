@@ -1,0 +1,1 @@
+"""Benchmarks (`just bench`, `just bench-million`): not collected by pytest."""

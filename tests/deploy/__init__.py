@@ -1,0 +1,1 @@
+"""The production shape: compose, PgBouncer, instances behind a balancer, servers, the environment."""

@@ -1,0 +1,1 @@
+"""Helpers the tests share: databases, live servers, PgBouncer, accounts, outside tools."""

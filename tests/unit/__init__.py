@@ -1,0 +1,1 @@
+"""Tests of pure logic: settings, hashing, the layers' import rules."""
