@@ -25,6 +25,9 @@ revision: str = ${repr(up_revision)}
 down_revision: str | Sequence[str] | None = ${repr(down_revision)}
 branch_labels: str | Sequence[str] | None = ${repr(branch_labels)}
 depends_on: str | Sequence[str] | None = ${repr(depends_on)}
+# expand: the previous release's code survives it, so it runs before the new code (new tables, nullable columns,
+# indexes). contract: drops, renames, type changes, NOT NULL, new constraints; it runs once no older release is left.
+phase = ${repr(config.attributes.get("revision_phase", "expand"))}
 
 
 def upgrade() -> None:

@@ -200,6 +200,17 @@ class Settings(BaseSettings):
             )
         return self
 
+    def as_environment(self) -> dict[str, str]:
+        """These settings as the environment variables that give them, for a process of another release."""
+        env = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            env[name.upper()] = str(value).lower() if isinstance(value, bool) else str(value)
+        return env
+
     @property
     def uses_example_secret(self) -> bool:
         """True when tokens would be signed with the published example secret."""

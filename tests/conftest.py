@@ -46,8 +46,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def pg() -> Databases:
-    return Databases()
+def pg() -> Iterator[Databases]:
+    databases = Databases()
+    yield databases
+    shutil.rmtree(databases.fields["backup_dir"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import errno
 import importlib.util
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
+from app.cli.processes import answers_200, port_taken, stop_group
 from app.db.provision import ensure_database
 from app.db.server import ServerAddress, direct_address
 from app.errors import SetupError
@@ -63,46 +59,6 @@ def _describe(address: ServerAddress) -> str:
     return f"PostgreSQL at {address.host}:{address.port} as user '{address.user}'"
 
 
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (a URL we built: http on our host)
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def _port_taken(host: str, port: int) -> bool:
-    # Binding, not connecting: it sends nothing anywhere, and fails the same way MLflow's own bind would.
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            return exc.errno == errno.EADDRINUSE
-    return False
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    # MLflow runs uvicorn, its workers and a job runner as children of its own: signal the whole process group,
-    # and wait for all of them, so nothing is left holding the port or connections to the database.
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    give_up = time.monotonic() + STOP_TIMEOUT
-    while _group_alive(process.pid) and time.monotonic() < give_up:
-        process.poll()  # reaps MLflow's own process; init reaps its orphaned children
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-
-
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
@@ -122,7 +78,7 @@ def run_mlflow_server(settings: Settings, *, host: str, port: int, workers: int)
     shown_host = "127.0.0.1" if host in {"0.0.0.0", "::", ""} else host  # noqa: S104 (comparing, not binding)
     base_url = f"http://{shown_host}:{port}"
     # Checked first: another server answering /health there would pass for ours.
-    if _port_taken(host, port):
+    if port_taken(host, port):
         raise SetupError(
             f"port {port} is taken (another MLflow server?); stop it or run `just mlflow --port {port + 1}`"
         )
@@ -133,7 +89,7 @@ def run_mlflow_server(settings: Settings, *, host: str, port: int, workers: int)
     print(f"Starting the MLflow tracking server on {base_url} (a new database first gets MLflow's migrations)...")
     sys.stdout.flush()
     started = time.monotonic()
-    # A session of its own, so one signal stops MLflow, uvicorn and its workers together (see _stop).
+    # A session of its own, so one signal stops MLflow, uvicorn and its workers together (see stop_group).
     process = subprocess.Popen(
         server_command(backend_store_uri(address, database), host, port, workers, ARTIFACTS_DIR),
         env=env,
@@ -141,7 +97,7 @@ def run_mlflow_server(settings: Settings, *, host: str, port: int, workers: int)
     )
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        while not _healthy(f"{base_url}/health"):
+        while not answers_200(f"{base_url}/health"):
             if process.poll() is not None:
                 raise SetupError(
                     f"the MLflow server exited with code {process.returncode} before it was ready; "
@@ -160,6 +116,6 @@ def run_mlflow_server(settings: Settings, *, host: str, port: int, workers: int)
         # uv and just pass their own SIGINT or SIGTERM on: a second signal must not cut the shutdown short.
         previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        _stop(process)
+        stop_group(process, STOP_TIMEOUT)
         signal.signal(signal.SIGINT, previous_int)
         signal.signal(signal.SIGTERM, previous)

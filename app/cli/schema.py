@@ -22,25 +22,28 @@ from app.migrations.backup import backup_before_change
 from app.migrations.checksums import verify_checksums
 from app.migrations.guard import check_database_is_ours
 from app.migrations.indexes import InvalidIndex, invalid_indexes
+from app.migrations.lineage import SchemaState, schema_state
 from app.migrations.lint import MigrationLintError, lint_migrations
 from app.migrations.lock import run_locked
-from app.migrations.revisions import VERSIONS_DIR, Revisions, alembic_config, database_revisions, show_migration_steps
+from app.migrations.revisions import VERSIONS_DIR, Revisions, alembic_config, show_migration_steps
+from app.migrations.rollout import UpgradePlan, apply_upgrade
 from app.migrations.scratch import scratch_database
 from app.settings import Settings
 
 
 @dataclass(frozen=True)
 class AppliedSchema:
-    """The API database's revisions, checked against the files, and the indexes a stopped build left INVALID."""
+    """Where the API database stands, checked against the files, and the indexes a stopped build left INVALID."""
 
-    revisions: frozenset[str]
+    state: SchemaState
     invalid_indexes: list[InvalidIndex]
 
 
 def _read_applied(connection: sa.Connection, revisions: Revisions, api_schema: str | None) -> AppliedSchema:
     check_database_is_ours(connection, revisions.known, api_schema)
-    verify_checksums(connection, revisions.script)
-    return AppliedSchema(database_revisions(connection), invalid_indexes(connection))
+    state = schema_state(connection, revisions)
+    verify_checksums(connection, revisions.script, state.known_heads)
+    return AppliedSchema(state, invalid_indexes(connection))
 
 
 async def applied_schema(settings: Settings, revisions: Revisions) -> AppliedSchema:
@@ -52,14 +55,9 @@ async def applied_schema(settings: Settings, revisions: Revisions) -> AppliedSch
 def print_current(ctx: CommandContext) -> AppliedSchema:
     settings, revisions = ctx.settings, ctx.revisions
     applied = ctx.run(applied_schema(settings, revisions))
-    current = applied.revisions
-    if not current:
-        state = "no migration applied; run `just migrate`"
-    elif current == revisions.heads:
-        state = f"{', '.join(sorted(current))} (head)"
-    else:
-        state = f"{', '.join(sorted(current))}, behind head {', '.join(sorted(revisions.heads))}; run `just migrate`"
-    print(f"API database '{settings.api_db_name}': {state}")
+    state = applied.state
+    shown = state.describe() if state.current else "no migration applied; run `just migrate`"
+    print(f"API database '{settings.api_db_name}': {shown}")
     for index in applied.invalid_indexes:
         print(f"warning: {index}", file=sys.stderr)
     return applied
@@ -97,16 +95,28 @@ def change_schema(ctx: CommandContext, action: str, change: Callable[[Config], o
     ctx.run(run_locked(ctx.settings, action, locked))
 
 
-def migrate(ctx: CommandContext, revision: str) -> None:
-    """`just migrate`: back up, rebuild INVALID indexes, upgrade to `revision`, say where the database stands."""
+def migrate(ctx: CommandContext, revision: str, *, expand_only: bool = False, force_contract: bool = False) -> None:
+    """`just migrate`: back up, rebuild INVALID indexes, upgrade towards `revision` as far as the rollout allows, say
+    where the database stands."""
     show_migration_steps()
-    heads = ctx.revisions.heads if revision in {"head", "heads"} else None
-    change_schema(ctx, "migrating", lambda config: command.upgrade(config, revision), unless_at=heads)
+
+    def locked(connection: sa.Connection) -> UpgradePlan:
+        def back_up(plan: UpgradePlan) -> None:
+            backup_first(connection, ctx, "migrating", unless_at=None if plan.apply else plan.state.current)
+
+        options = {"expand_only": expand_only, "force_contract": force_contract}
+        return apply_upgrade(connection, ctx.alembic(), ctx.revisions, revision, before=back_up, **options)
+
+    plan = ctx.run(run_locked(ctx.settings, "migrating", locked))
+    if plan.state.newer:
+        print("This checkout has nothing to apply: a newer release migrated the database.")
+    if waiting := plan.waiting_message():
+        print(waiting)
     print_current(ctx)
 
 
 def cmd_migrate(args: argparse.Namespace, ctx: CommandContext) -> int:
-    migrate(ctx, args.revision)
+    migrate(ctx, args.revision, expand_only=args.expand_only, force_contract=args.force_contract)
     return 0
 
 

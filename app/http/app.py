@@ -16,7 +16,7 @@ from app.http.deps import (
     provide_lockout,
     provide_metrics,
     provide_outbox,
-    provide_schema_heads,
+    provide_schema_readiness,
     provide_session,
     provide_session_maker,
 )
@@ -79,7 +79,7 @@ def create_app(
             "session": Provide(provide_session),
             "hashing": Provide(provide_hashing, sync_to_thread=False),
             "lockout": Provide(provide_lockout, sync_to_thread=False),
-            "schema_heads": Provide(provide_schema_heads, sync_to_thread=False),
+            "schema_readiness": Provide(provide_schema_readiness, sync_to_thread=False),
             "drain": Provide(provide_drain, sync_to_thread=False),
             "tokens": Provide(lambda: tokens, sync_to_thread=False),
             "mails": Provide(lambda: mails, sync_to_thread=False),

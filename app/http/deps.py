@@ -18,6 +18,7 @@ from app.kit.lockout import LoginLockout
 from app.kit.mail import Outbox
 from app.kit.metrics import Metrics
 from app.kit.passwords import PasswordHashing
+from app.repositories.health import SchemaReadiness
 
 # How handlers ask for a session in the request's transaction, the session factory and the hashers.
 Session = NamedDependency[AsyncSession]
@@ -57,10 +58,10 @@ async def provide_session(state: State) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-def provide_schema_heads(state: State) -> frozenset[str]:
-    """The newest migration(s) this instance's code knows: readiness requires the database there."""
-    heads: frozenset[str] = state.schema_heads
-    return heads
+def provide_schema_readiness(state: State) -> SchemaReadiness:
+    """Judges the database's schema against this instance's revisions: readiness requires one it can run on."""
+    readiness: SchemaReadiness = state.schema_readiness
+    return readiness
 
 
 def provide_hashing(state: State) -> PasswordHashing:

@@ -27,6 +27,7 @@ from app.kit.mail import Outbox, mail_backend
 from app.kit.metrics import Metrics
 from app.kit.passwords import PasswordHashing
 from app.migrations.revisions import Revisions, alembic_config
+from app.repositories.health import SchemaReadiness
 from app.repositories.user_lookup import ActiveUserLookup
 from app.services.bootstrap import bootstrap_database
 from app.services.maintenance import prune_periodically
@@ -62,7 +63,7 @@ def service_lifespan(settings: Settings, metrics: Metrics, *, bootstrapped: bool
             # Measuring one hash takes a moment of CPU: keep it off the event loop.
             hashing = started_hashing = await asyncio.to_thread(PasswordHashing, settings)
             app.state.engine = engine
-            app.state.schema_heads = Revisions(alembic_config(settings, configure_logging=False)).heads
+            app.state.schema_readiness = SchemaReadiness(Revisions(alembic_config(settings, configure_logging=False)))
             lookup_pool = lookup = await create_lookup_pool(address, settings)
             app.state.user_lookup = ActiveUserLookup(lookup_pool, settings.db_pool_timeout, settings.api_db_schema)
             app.state.session_maker = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)

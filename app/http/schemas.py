@@ -33,11 +33,19 @@ class Health(msgspec.Struct):
 
 
 class Readiness(msgspec.Struct):
-    """Whether this instance should get traffic: its database answers and is at the newest migration."""
+    """Whether this instance should get traffic: its database answers, and its release can run on the schema."""
 
     status: Annotated[str, Meta(examples=["ready"])]
     database: Annotated[str, Meta(examples=["ok"])]
-    schema: Annotated[str, Meta(examples=["at head"])]
+    schema: Annotated[
+        str,
+        Meta(
+            description="`at head`; where the schema stands when this release runs on it all the same (a newer "
+            "release's expand revisions applied, or this release's contract revisions pending); or `not compatible: "
+            "` and why",
+            examples=["at head"],
+        ),
+    ]
 
 
 class UserDetail(UserRead):

@@ -1,4 +1,8 @@
-"""Applied revisions can't change unnoticed: a checksum of each applied revision's file, kept in the database."""
+"""Applied revisions can't change unnoticed: a checksum of each applied revision's file, kept in the database.
+
+Beside each checksum, the revision's parents and phase: its lineage, which lets an older release recognise this
+project's newer revisions (see `lineage.py`).
+"""
 
 from __future__ import annotations
 
@@ -7,21 +11,36 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import sqlalchemy as sa
+from alembic import util
 from alembic.script import Script, ScriptDirectory
 
 from app.db.catalog import current_database, table_exists
 from app.errors import SetupError
+from app.migrations.phases import phase_of
 from app.migrations.revisions import database_revisions
 from app.settings import PROJECT_ROOT
 
 CHECKSUM_TABLE = "alembic_checksums"
 
+# `parents`: the revision's parents, space-separated ('' for the first); `phase`: expand or contract. Both nullable:
+# tables made before they existed get them added, and filled the next time a migration command runs.
 _CREATE = sa.text(
     f"CREATE TABLE IF NOT EXISTS {CHECKSUM_TABLE} ("
     "revision varchar(32) PRIMARY KEY, sha256 char(64) NOT NULL, file_name text NOT NULL, "
-    "recorded_at timestamptz NOT NULL DEFAULT now())"
+    "recorded_at timestamptz NOT NULL DEFAULT now(), parents text, phase text)"
 )
-_INSERT = sa.text(f"INSERT INTO {CHECKSUM_TABLE} (revision, sha256, file_name) VALUES (:revision, :sha256, :file_name)")
+_LINEAGE_COLUMNS = sa.text(
+    f"ALTER TABLE {CHECKSUM_TABLE} ADD COLUMN IF NOT EXISTS parents text, ADD COLUMN IF NOT EXISTS phase text"
+)
+_HAS_LINEAGE = sa.text(
+    "SELECT count(*) = 2 FROM information_schema.columns WHERE table_schema = current_schema() "
+    f"AND table_name = '{CHECKSUM_TABLE}' AND column_name IN ('parents', 'phase')"
+)
+_INSERT = sa.text(
+    f"INSERT INTO {CHECKSUM_TABLE} (revision, sha256, file_name, parents, phase) "
+    "VALUES (:revision, :sha256, :file_name, :parents, :phase)"
+)
+_SET_LINEAGE = sa.text(f"UPDATE {CHECKSUM_TABLE} SET parents = :parents, phase = :phase WHERE revision = :revision")
 _DELETE = sa.text(f"DELETE FROM {CHECKSUM_TABLE} WHERE revision = ANY(:revisions)")
 
 
@@ -53,10 +72,18 @@ def _recorded(connection: sa.Connection) -> dict[str, str] | None:
     return {row.revision: row.sha256 for row in rows}
 
 
-def verify_checksums(connection: sa.Connection, script: ScriptDirectory) -> None:
-    """Raise RevisionChangedError naming every applied revision whose file changed since it was applied."""
+def has_lineage(connection: sa.Connection) -> bool:
+    """True when the checksum table exists and has its lineage columns."""
+    return table_exists(connection, CHECKSUM_TABLE) and bool(connection.execute(_HAS_LINEAGE).scalar_one())
+
+
+def verify_checksums(connection: sa.Connection, script: ScriptDirectory, applied_heads: Iterable[str]) -> None:
+    """Raise RevisionChangedError naming every applied revision whose file changed since it was applied.
+
+    `applied_heads`: the newest applied revisions this checkout has (a newer release's files are not here to check).
+    """
     recorded = _recorded(connection) or {}
-    applied = _applied_scripts(script, database_revisions(connection))
+    applied = _applied_scripts(script, applied_heads)
     changed = [
         _shown(rev.path)
         for revision, rev in sorted(applied.items())
@@ -87,9 +114,23 @@ def record_checksums(connection: sa.Connection, script: ScriptDirectory) -> None
             return
         connection.execute(_CREATE)
         recorded = {}
+    elif not has_lineage(connection):
+        connection.execute(_LINEAGE_COLUMNS)
     gone = sorted(set(recorded) - set(applied))
     if gone:
         connection.execute(_DELETE, {"revisions": gone})
-    for revision in sorted(set(applied) - set(recorded)):
-        path = applied[revision].path
-        connection.execute(_INSERT, {"revision": revision, "sha256": file_checksum(path), "file_name": Path(path).name})
+    without_lineage = set(
+        connection.execute(sa.text(f"SELECT revision FROM {CHECKSUM_TABLE} WHERE phase IS NULL")).scalars()
+    )
+    for revision, rev in sorted(applied.items()):
+        if revision not in recorded:
+            connection.execute(
+                _INSERT, {**_lineage(rev), "sha256": file_checksum(rev.path), "file_name": Path(rev.path).name}
+            )
+        elif revision in without_lineage:
+            connection.execute(_SET_LINEAGE, _lineage(rev))
+
+
+def _lineage(rev: Script) -> dict[str, str]:
+    parents = " ".join(util.to_tuple(rev.down_revision, default=()))
+    return {"revision": rev.revision, "parents": parents, "phase": phase_of(rev)}

@@ -1,4 +1,5 @@
-"""Refuse to write to a database that is not the API's: MLflow's, or another Alembic project's."""
+"""Refuse a database that is not the API's (MLflow's, another Alembic project's), and a schema this release's code
+cannot run on."""
 
 from __future__ import annotations
 
@@ -6,12 +7,13 @@ from collections.abc import Collection
 
 import sqlalchemy as sa
 
-from app.db.catalog import current_database, table_exists
-from app.errors import ForeignDatabaseError
+from app.db.catalog import current_database
+from app.errors import ForeignDatabaseError, SchemaNotAtHeadError
+from app.migrations.lineage import SchemaState, schema_state, trace
+from app.migrations.revisions import Revisions, database_revisions
 
 # Tables every MLflow tracking schema has had since its first release; newer releases only add to them.
 MLFLOW_SIGNATURE = frozenset({"experiments", "runs", "metrics", "params"})
-VERSION_TABLE = "alembic_version"
 
 # Every schema of the database, not only the API's: MLflow may sit in any of them (`-csearch_path=tracking`).
 _MLFLOW_SCHEMAS = sa.text(
@@ -46,12 +48,28 @@ def check_database_is_ours(connection: sa.Connection, known_revisions: Collectio
             f"API_DB_SCHEMA '{api_schema}' of database '{database}' holds MLflow's tracking tables; nothing was "
             "changed. Set API_DB_SCHEMA to a schema of the API's own"
         )
-    if table_exists(connection, VERSION_TABLE):
-        stored = connection.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().all()
-        foreign = sorted(set(stored) - set(known_revisions))
-        if foreign:
-            raise ForeignDatabaseError(
-                f"database '{database}' is at Alembic revision {', '.join(foreign)}, which is not one of this "
-                "project's migrations; nothing was changed. Set API_DB_NAME to the API's own database, "
-                "or check out the code that wrote that revision"
-            )
+    # A newer release's revisions are this project's too: the database recorded their lineage.
+    foreign = trace(connection, database_revisions(connection), known_revisions).foreign
+    if foreign:
+        raise ForeignDatabaseError(
+            f"database '{database}' is at Alembic revision {', '.join(foreign)}, which is not one of this "
+            "project's migrations; nothing was changed. Set API_DB_NAME to the API's own database, "
+            "or check out the code that wrote that revision"
+        )
+
+
+def require_compatible(connection: sa.Connection, revisions: Revisions, api_schema: str | None) -> SchemaState:
+    """The database's state, when it is the API's and this release's code can run on it; else raise.
+
+    It can at head, ahead through a newer release's expand revisions, and behind with only contract revisions of
+    this release pending (they wait for the older instances to go).
+    """
+    check_database_is_ours(connection, revisions.known, api_schema)
+    state = schema_state(connection, revisions)
+    if problem := state.problem():
+        shown = ", ".join(sorted(state.current)) or "no revision"
+        raise SchemaNotAtHeadError(
+            f"database '{current_database(connection)}' is at {shown}, not at the newest migration "
+            f"({', '.join(sorted(state.heads))}); {problem}"
+        )
+    return state

@@ -21,6 +21,7 @@ from alembic.script import Script, ScriptDirectory
 
 from app.db.pg_tools import first_error
 from app.errors import SetupError
+from app.migrations.phases import EXPAND, contract_operations, phase_of
 from app.settings import PROJECT_ROOT, Settings, get_settings
 
 SQUAWK_CONFIG = PROJECT_ROOT / "alembic" / "squawk.toml"
@@ -31,6 +32,8 @@ _LINT_TIMEOUTS = {
 }
 # A revision that does a flagged thing on purpose says so: `# squawk-ignore: ban-drop-column`.
 _IGNORE = re.compile(r"#\s*squawk-ignore:\s*([\w\-, ]+)")
+# Alembic renders one statement a paragraph, each ending with `;` at the end of a line.
+_STATEMENT_END = re.compile(r";\s*$", re.M)
 
 _INDEX = (
     "build it in a revision of its own, outside the transaction (migrate, downgrade, alembic and startup all run "
@@ -77,6 +80,31 @@ ADVICE = {
 }
 GENERAL_ADVICE = "split the change into steps that each keep the running code working (add, backfill, then constrain)"
 
+# Squawk's rules for what breaks the previous release's code: only a contract revision may mark one as deliberate.
+CONTRACT_RULES = frozenset(
+    {
+        "ban-drop-column",
+        "ban-drop-table",
+        "ban-drop-database",
+        "renaming-column",
+        "renaming-table",
+        "changing-column-type",
+        "adding-not-nullable-field",
+        "adding-required-field",
+        "constraint-missing-not-valid",
+        "adding-foreign-key-constraint",
+        "disallowed-unique-constraint",
+    }
+)
+# The lint's own rules about phases (see phases.py).
+CONTRACT_IN_EXPAND = "contract-operation-in-expand-revision"
+IGNORED_IN_EXPAND = "contract-rule-ignored-in-expand-revision"
+_TO_CONTRACT = (
+    'give the revision `phase = "contract"` (it then applies once no older release runs), and keep what the previous '
+    "release's code survives (new tables, nullable columns, indexes) in an expand revision before it"
+)
+ADVICE |= {CONTRACT_IN_EXPAND: _TO_CONTRACT, IGNORED_IN_EXPAND: _TO_CONTRACT}
+
 
 class MigrationLintError(SetupError):
     """A revision does something that can stall the service or lose data."""
@@ -95,11 +123,11 @@ class Finding:
     def __str__(self) -> str:
         path = Path(self.revision.path)
         where = path.relative_to(PROJECT_ROOT) if path.is_relative_to(PROJECT_ROOT) else path
-        return (
-            f"{where}: {self.rule}: {self.message}\n    SQL: {self.statement}\n"
-            f"    way out: {ADVICE.get(self.rule, GENERAL_ADVICE)}\n"
-            f"    on purpose (the second step, say)? mark the revision: # squawk-ignore: {self.rule}"
-        )
+        said = f"{where}: {self.rule}: {self.message}\n    SQL: {self.statement}\n"
+        said += f"    way out: {ADVICE.get(self.rule, GENERAL_ADVICE)}"
+        if self.rule in (CONTRACT_IN_EXPAND, IGNORED_IN_EXPAND):
+            return said
+        return f"{said}\n    on purpose (the second step, say)? mark the revision: # squawk-ignore: {self.rule}"
 
 
 def _ignored(revision: Script) -> set[str]:
@@ -160,7 +188,7 @@ def lint_migrations(config: Config, squawk_config: Path = SQUAWK_CONFIG) -> tupl
             path = Path(folder) / f"{Path(revision.path).stem}.sql"
             path.write_text(render_upgrade_sql(config, revision))
             files[str(path)] = revision
-        findings = []
+        findings = [finding for path, revision in files.items() for finding in phase_findings(revision, Path(path))]
         for item in squawk_findings([Path(name) for name in files], squawk_config):
             revision = files[str(item["file"])]
             lines = Path(str(item["file"])).read_text().splitlines()
@@ -170,3 +198,45 @@ def lint_migrations(config: Config, squawk_config: Path = SQUAWK_CONFIG) -> tupl
             if rule not in _ignored(revision):
                 findings.append(Finding(revision, rule, str(item["message"]), line, statement))
     return revisions, findings
+
+
+def phase_findings(revision: Script, sql: Path) -> list[Finding]:
+    """What an expand revision does that only a contract revision may, from its rendered SQL and its marks."""
+    if phase_of(revision) != EXPAND:
+        return []
+    text = sql.read_text()
+    statements = [_without_comments(statement) for statement in _STATEMENT_END.split(text)]
+    findings = [
+        Finding(
+            revision,
+            CONTRACT_IN_EXPAND,
+            f"an expand revision {operation.what}: the previous release's code, still serving during the rollout, "
+            "would break",
+            _line_of(text, operation.statement),
+            operation.statement,
+        )
+        for operation in contract_operations([statement for statement in statements if statement])
+    ]
+    findings += [
+        Finding(
+            revision,
+            IGNORED_IN_EXPAND,
+            f"`# squawk-ignore: {rule}` marks something only a contract revision may do, in an expand revision",
+            0,
+            f"# squawk-ignore: {rule}",
+        )
+        for rule in sorted(_ignored(revision) & CONTRACT_RULES)
+    ]
+    return findings
+
+
+def _without_comments(statement: str) -> str:
+    return "\n".join(line for line in statement.splitlines() if not line.lstrip().startswith("--")).strip()
+
+
+def _line_of(text: str, statement: str) -> int:
+    first = statement.split()[0:3]
+    for number, line in enumerate(text.splitlines()):
+        if line.split()[0:3] == first:
+            return number
+    return 0

@@ -11,8 +11,9 @@ from app.db.catalog import existing_tables, quote_ident
 from app.db.pg_errors import driver_error, sqlstate
 from app.errors import SetupError
 from app.migrations.checksums import CHECKSUM_TABLE
-from app.migrations.guard import VERSION_TABLE, check_database_is_ours
+from app.migrations.guard import check_database_is_ours
 from app.migrations.lock import migration_session
+from app.migrations.revisions import VERSION_TABLE
 from app.migrations.timeouts import timeouts_explained
 from app.settings import Settings
 

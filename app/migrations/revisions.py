@@ -13,13 +13,14 @@ import sqlalchemy as sa
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
-from app.db.catalog import current_database, table_exists
-from app.errors import SchemaNotAtHeadError, SetupError
-from app.migrations.guard import VERSION_TABLE, check_database_is_ours
+from app.db.catalog import table_exists
+from app.errors import SetupError
+from app.migrations.phases import Phase, phase_of
 from app.settings import PROJECT_ROOT, Settings
 
 ALEMBIC_INI = PROJECT_ROOT / "alembic.ini"
 VERSIONS_DIR = PROJECT_ROOT / "alembic" / "versions"
+VERSION_TABLE = "alembic_version"
 
 
 class MultipleHeadsError(SetupError):
@@ -55,6 +56,22 @@ class Revisions:
         self.require_one_head()
         return frozenset(self.script.get_heads())
 
+    @cached_property
+    def phases(self) -> dict[str, Phase]:
+        """Each revision's phase: expand, or contract (see `phases.py`)."""
+        return {rev.revision: phase_of(rev) for rev in self.script.walk_revisions()}
+
+    @cached_property
+    def upgrade_order(self) -> list[str]:
+        """Every revision, oldest first: the order `upgrade` applies them in."""
+        return [rev.revision for rev in reversed(list(self.script.walk_revisions()))]
+
+    def ancestry(self, revisions: Collection[str]) -> frozenset[str]:
+        """`revisions` and every revision they build on."""
+        if not revisions:
+            return frozenset()
+        return frozenset(rev.revision for rev in self.script.iterate_revisions(tuple(revisions), "base"))
+
     def require_one_head(self) -> None:
         """Raise MultipleHeadsError when two branches each added a revision and nothing merged them yet."""
         heads = sorted(self.script.get_heads())
@@ -72,24 +89,6 @@ def database_revisions(connection: sa.Connection) -> frozenset[str]:
     if not table_exists(connection, VERSION_TABLE):
         return frozenset()
     return frozenset(connection.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars())
-
-
-def require_head(connection: sa.Connection, heads: Collection[str]) -> None:
-    """Raise SchemaNotAtHeadError unless the connected database is at the newest migration."""
-    current = database_revisions(connection)
-    if current != set(heads):
-        database = current_database(connection)
-        shown = ", ".join(sorted(current)) or "no revision"
-        raise SchemaNotAtHeadError(
-            f"database '{database}' is at {shown}, not at the newest migration ({', '.join(sorted(heads))}); "
-            "run `just migrate` first"
-        )
-
-
-def require_ours_at_head(connection: sa.Connection, revisions: Revisions, api_schema: str | None) -> None:
-    """Raise unless the connected database is the API's (not MLflow's, not another project's) and at head."""
-    check_database_is_ours(connection, revisions.known, api_schema)
-    require_head(connection, revisions.heads)
 
 
 class _StderrAtEmit(logging.StreamHandler):  # type: ignore[type-arg]

@@ -10,7 +10,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.account_rules import UserCreate
 from app.errors import SetupError
-from app.migrations.revisions import Revisions, require_ours_at_head
+from app.migrations.guard import require_compatible
+from app.migrations.revisions import Revisions
 from app.repositories.roles import RoleRepository
 from app.repositories.users import NewUser, UserRepository
 from app.roles import RoleName
@@ -48,7 +49,7 @@ async def create_admin(
 ) -> AdminReport:
     """Create the account with roles `user` and `admin`, or grant `admin` to the existing one; idempotent."""
     connection = await session.connection()
-    await connection.run_sync(require_ours_at_head, revisions, api_schema)
+    await connection.run_sync(require_compatible, revisions, api_schema)
     admin_role = await RoleRepository(session).id_of(RoleName.ADMIN)
     if admin_role is None:
         raise SetupError("the admin role does not exist yet; run `just seed` first")

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.migrations.revisions import Revisions, require_ours_at_head
+from app.migrations.guard import require_compatible
+from app.migrations.revisions import Revisions
 from app.repositories.roles import RoleRepository
 from app.roles import DEFAULT_ROLES
 
@@ -30,9 +31,9 @@ class RoleSeeder:
         self.api_schema = api_schema
 
     async def run(self, session: AsyncSession) -> SeedReport:
-        """Seed in the session's transaction; refuses a foreign database or a schema that is not at head."""
+        """Seed in the session's transaction; refuses a foreign database, or a schema this release cannot run on."""
         connection = await session.connection()
-        await connection.run_sync(require_ours_at_head, self.revisions, self.api_schema)
+        await connection.run_sync(require_compatible, self.revisions, self.api_schema)
         created = await RoleRepository(session).insert_missing({str(k): v for k, v in DEFAULT_ROLES.items()})
         existing = [str(name) for name in DEFAULT_ROLES if name not in created]
         return SeedReport(created=created, existing=existing)

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from app.http.app import create_app
+from app.settings import PROJECT_ROOT
 from tests.support.databases import FAST_HASHING, Databases
 from tests.support.live_server import live_server
 
@@ -27,7 +28,7 @@ CHECKS = [
     "positive_data_acceptance",
 ]
 # Any warning (data the server mostly rejects, auth that never works, ...) fails the run, as a failure does.
-CONFIG = Path(__file__).parent / "schemathesis.toml"
+CONFIG = PROJECT_ROOT / "app" / "cli" / "schemathesis.toml"
 # Cases per phase are set in CONFIG, to keep within the suite's time budget. A fixed seed makes a failure
 # reproducible with the command the test prints.
 SEED = 1

@@ -12,7 +12,14 @@ from alembic.script import ScriptDirectory
 from app.cli import main
 from app.cli.context import CommandContext
 from app.errors import SetupError
-from app.migrations.lint import SQUAWK_CONFIG, lint_migrations, render_upgrade_sql, squawk_findings
+from app.migrations.lint import (
+    CONTRACT_IN_EXPAND,
+    IGNORED_IN_EXPAND,
+    SQUAWK_CONFIG,
+    lint_migrations,
+    render_upgrade_sql,
+    squawk_findings,
+)
 from app.migrations.revisions import VERSIONS_DIR, alembic_config
 from tests.support.databases import HEAD, Databases
 
@@ -24,6 +31,7 @@ from alembic import op
 
 revision = "0900"
 down_revision = "{head}"
+phase = "{phase}"
 
 
 def upgrade() -> None:
@@ -35,19 +43,20 @@ def downgrade() -> None:
 '''
 
 
-def with_third_revision(pg: Databases, tmp_path: Path, body: str) -> Config:
+def with_third_revision(pg: Databases, tmp_path: Path, body: str, phase: str = "expand") -> Config:
     """The project's revisions plus a third one whose upgrade is `body`, in a folder of the test's own."""
     versions = tmp_path / "versions"
     shutil.copytree(VERSIONS_DIR, versions, ignore=shutil.ignore_patterns("__pycache__"))
-    (versions / "0900_third.py").write_text(REVISION.format(message="A third revision", body=body, head=HEAD))
+    revision = REVISION.format(message="A third revision", body=body, head=HEAD, phase=phase)
+    (versions / "0900_third.py").write_text(revision)
     config = alembic_config(pg.settings(pg.new_name("never_created")), configure_logging=False)
     config.set_main_option("version_locations", str(versions))
     return config
 
 
-def lint(pg: Databases, tmp_path: Path, body: str) -> list[tuple[str, str]]:
+def lint(pg: Databases, tmp_path: Path, body: str, phase: str = "expand") -> list[tuple[str, str]]:
     """The (revision, rule) of each finding."""
-    revisions, findings = lint_migrations(with_third_revision(pg, tmp_path, body))
+    revisions, findings = lint_migrations(with_third_revision(pg, tmp_path, body, phase))
     assert [r.revision for r in revisions] == [*PROJECT_REVISIONS, "0900"]
     return [(f.revision.revision, f.rule) for f in findings]
 
@@ -59,22 +68,23 @@ def test_the_projects_revisions_pass(pg: Databases, capsys: pytest.CaptureFixtur
 
 
 @pytest.mark.parametrize(
-    ("body", "rule"),
+    ("body", "rule", "phase"),
     [
-        ('    op.create_index("ix_users_email", "users", ["email"])', "require-concurrent-index-creation"),
+        ('    op.create_index("ix_users_email", "users", ["email"])', "require-concurrent-index-creation", "expand"),
         (
             '    op.add_column("users", sa.Column("nickname", sa.String(20), nullable=False))',
             "adding-required-field",
+            "contract",
         ),
-        ('    op.alter_column("users", "full_name", type_=sa.Text())', "changing-column-type"),
-        ('    op.drop_column("users", "phone_number")', "ban-drop-column"),
-        ('    op.alter_column("users", "full_name", new_column_name="name")', "renaming-column"),
+        ('    op.alter_column("users", "full_name", type_=sa.Text())', "changing-column-type", "contract"),
+        ('    op.drop_column("users", "phone_number")', "ban-drop-column", "contract"),
+        ('    op.alter_column("users", "full_name", new_column_name="name")', "renaming-column", "contract"),
     ],
     ids=["index", "not-null", "type", "drop", "rename"],
 )
-def test_a_dangerous_revision_fails(pg: Databases, tmp_path: Path, body: str, rule: str) -> None:
+def test_a_dangerous_revision_fails(pg: Databases, tmp_path: Path, body: str, rule: str, phase: str) -> None:
     # `users` was created by 0001: linting 0900's SQL on its own sees that it already exists.
-    findings = lint(pg, tmp_path, body)
+    findings = lint(pg, tmp_path, body, phase)
     assert ("0900", rule) in findings
     assert {revision for revision, _ in findings} == {"0900"}
 
@@ -82,7 +92,7 @@ def test_a_dangerous_revision_fails(pg: Databases, tmp_path: Path, body: str, ru
 def test_lint_migrations_command_fails_on_a_dangerous_revision(
     pg: Databases, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = with_third_revision(pg, tmp_path, '    op.drop_column("users", "phone_number")')
+    config = with_third_revision(pg, tmp_path, '    op.drop_column("users", "phone_number")', "contract")
     monkeypatch.setattr(CommandContext, "alembic", lambda self: config)
     assert main(["lint-migrations"], settings=pg.settings(pg.new_name("never_created"))) == 1
     said = capsys.readouterr()
@@ -100,7 +110,7 @@ def test_the_projects_squawk_config_requires_timeouts(tmp_path: Path) -> None:
 
 def test_a_finding_names_the_file_the_rule_and_the_way_out(pg: Databases, tmp_path: Path) -> None:
     body = '    op.add_column("users", sa.Column("nickname", sa.String(20), nullable=False))'
-    (finding,) = lint_migrations(with_third_revision(pg, tmp_path, body))[1]
+    (finding,) = lint_migrations(with_third_revision(pg, tmp_path, body, "contract"))[1]
     said = str(finding)
     assert said.startswith(f"{tmp_path / 'versions' / '0900_third.py'}: adding-required-field: ")
     assert "SQL: ALTER TABLE users ADD COLUMN nickname VARCHAR(20) NOT NULL;" in said
@@ -112,9 +122,48 @@ def test_the_safe_ways_pass(pg: Databases, tmp_path: Path) -> None:
         op.create_index("ix_users_email", "users", ["email"], postgresql_concurrently=True, if_not_exists=True)
     op.add_column("users", sa.Column("nickname", sa.String(20), nullable=False, server_default=""))
     op.create_table("rentals", sa.Column("id", sa.Integer, primary_key=True), sa.Column("user_id", sa.Integer))
-    op.create_index("ix_rentals_user_id", "rentals", ["user_id"])
-    op.drop_column("users", "phone_number")  # squawk-ignore: ban-drop-column (unused since the last release)"""
+    op.create_index("ix_rentals_user_id", "rentals", ["user_id"])"""
     assert lint(pg, tmp_path, body) == []
+
+
+def test_a_contract_revision_marks_its_deliberate_drop(pg: Databases, tmp_path: Path) -> None:
+    body = (
+        '    op.drop_column("users", "phone_number")  # squawk-ignore: ban-drop-column (unused since the last release)'
+    )
+    assert lint(pg, tmp_path, body, "contract") == []
+
+
+@pytest.mark.parametrize(
+    ("body", "what"),
+    [
+        ('    op.drop_column("users", "phone_number")', "drops a column"),
+        ('    op.alter_column("users", "full_name", new_column_name="name")', "renames a column or table"),
+        ('    op.alter_column("users", "full_name", type_=sa.Text())', "changes a column's type"),
+        ('    op.alter_column("users", "full_name", nullable=False)', "makes a column NOT NULL"),
+        ('    op.drop_table("account_tokens")', "drops a table"),
+        (
+            '    op.create_check_constraint("full_name_set", "users", "full_name IS NOT NULL")',
+            "adds a constraint the previous release's writes may break",
+        ),
+    ],
+    ids=["drop", "rename", "type", "not-null", "drop-table", "check"],
+)
+def test_an_expand_revision_that_only_a_contract_may_write_fails(
+    pg: Databases, tmp_path: Path, body: str, what: str
+) -> None:
+    findings = lint_migrations(with_third_revision(pg, tmp_path, body))[1]
+    (finding,) = [finding for finding in findings if finding.rule == CONTRACT_IN_EXPAND]
+    said = str(finding)
+    assert said.startswith(
+        f"{tmp_path / 'versions' / '0900_third.py'}: {CONTRACT_IN_EXPAND}: an expand revision {what}"
+    )
+    assert 'way out: give the revision `phase = "contract"`' in said
+    assert "squawk-ignore" not in said  # no mark makes it an expand revision's to do
+
+
+def test_a_squawk_ignore_does_not_make_a_drop_fit_for_an_expand_revision(pg: Databases, tmp_path: Path) -> None:
+    body = '    op.drop_column("users", "phone_number")  # squawk-ignore: ban-drop-column'
+    assert sorted(lint(pg, tmp_path, body)) == [("0900", CONTRACT_IN_EXPAND), ("0900", IGNORED_IN_EXPAND)]
 
 
 @pytest.mark.parametrize(

@@ -230,6 +230,7 @@ def test_a_generated_revision_passes_the_projects_checks_as_written(
         assert result.returncode == 0, result.stderr
         written.append(project_copy / result.stdout.split()[1].rstrip(":"))
     assert "sqlmodel.sql.sqltypes.AutoString(length=100)" in written[0].read_text()
+    assert all('\nphase = "expand"\n' in path.read_text() for path in written)  # a nullable column, and nothing
     tools = [["ruff", "check"], ["ruff", "format", "--check"], ["mypy", "--strict"]]
     bin_dir = Path(sys.executable).parent
     for tool, *options in tools:
@@ -238,3 +239,18 @@ def test_a_generated_revision_passes_the_projects_checks_as_written(
             [str(bin_dir / tool), *options, *map(str, written)], cwd=PROJECT_ROOT, capture_output=True, text=True
         )
         assert result.returncode == 0, f"{tool}: {result.stdout}{result.stderr}"
+
+
+def test_a_generated_revision_that_drops_a_column_is_a_contract_revision(
+    pg: Databases, api_db: str, project_copy: Path
+) -> None:
+    models = project_copy / "app" / "db" / "models.py"
+    phone = "    phone_number: str | None = Field(default=None, max_length=20)\n"
+    models.write_text(models.read_text().replace(phone, ""))
+    result = run_app(
+        ["revision", "Drop phone_number"], {**pg.env(api_db), "PYTHONPATH": str(project_copy)}, cwd=project_copy
+    )
+    assert result.returncode == 0, result.stderr
+    written = (project_copy / result.stdout.split()[1].rstrip(":")).read_text()
+    assert 'op.drop_column("users", "phone_number")' in written
+    assert '\nphase = "contract"\n' in written

@@ -11,7 +11,7 @@ from app.http.deps import Drain
 from app.http.errors import DATABASE_RETRY_AFTER, database_is_unavailable
 from app.http.openapi import ApiOperation
 from app.http.schemas import Health, Readiness
-from app.repositories.health import database_answers, schema_revisions
+from app.repositories.health import SchemaReadiness, database_answers
 
 
 @get(
@@ -50,27 +50,30 @@ async def live() -> Health:
     responses={
         503: ResponseSpec(
             Readiness,
-            description="Send no traffic: the database does not answer, or is not at head",
+            description="Send no traffic: the database does not answer, or this release cannot run on its schema",
             generate_examples=False,
         )
     },
 )
 async def ready(
-    engine: NamedDependency[AsyncEngine], schema_heads: NamedDependency[frozenset[str]], drain: NamedDependency[Drain]
+    engine: NamedDependency[AsyncEngine],
+    schema_readiness: NamedDependency[SchemaReadiness],
+    drain: NamedDependency[Drain],
 ) -> Response[Readiness]:
-    """200 when the database answers through the pool and is at the newest migration this instance knows, and the
+    """200 when the database answers through the pool, this instance's release can run on its schema (at its head,
+    ahead through a newer release's expand revisions, or behind with only contract revisions pending), and the
     instance is not draining before it stops."""
     if drain.started:
         return _not_ready(Readiness(status="draining", database="not checked", schema="not checked"))
     try:
-        current = await schema_revisions(engine)
+        fit = await schema_readiness.check(engine)
     except Exception as exc:
         if not database_is_unavailable(exc):
             raise
         return _not_ready(Readiness(status="not ready", database="unreachable", schema="unknown"))
-    if current != schema_heads:
-        return _not_ready(Readiness(status="not ready", database="ok", schema="not at head"))
-    return Response(Readiness(status="ready", database="ok", schema="at head"))
+    if not fit.fits:
+        return _not_ready(Readiness(status="not ready", database="ok", schema=f"not compatible: {fit.said}"))
+    return Response(Readiness(status="ready", database="ok", schema=fit.said))
 
 
 def _not_ready(body: Readiness) -> Response[Readiness]:
