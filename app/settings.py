@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     # On SIGTERM an instance turns not-ready at once and keeps serving this long, so a balancer stops sending it
     # requests before it stops answering them (seconds; 0: stop at once).
     drain_seconds: Annotated[float, Field(ge=0)] = 5.0
+    # Each instance writes a heartbeat this often; a contract revision waits for instances of older releases until
+    # they stop, or until three beats went missing.
+    instance_heartbeat_seconds: Annotated[float, Field(gt=0, le=3600)] = 10.0
     db_pool_size: Annotated[int, Field(ge=1)] = 10
     db_pool_timeout: Annotated[float, Field(gt=0)] = 5.0
     # Worker processes `serve` runs (`--workers` overrides): each has its own pools and a share of the hashers.

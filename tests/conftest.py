@@ -23,8 +23,10 @@ from tests.support.tools import shared_redis
 
 # The longest tests start first, so that two workers finish together instead of one waiting on the other's last test.
 LONGEST_FIRST = (
+    "test_rollout_across_releases.py",
     "test_contract.py",
     "test_rolling_restart.py",
+    "test_compat.py",
     "test_mlflow_untouched.py",
     "test_concurrent_index.py",
     "test_servers.py",

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,28 +23,35 @@ from app.migrations.backup import backup_before_change
 from app.migrations.checksums import verify_checksums
 from app.migrations.guard import check_database_is_ours
 from app.migrations.indexes import InvalidIndex, invalid_indexes
-from app.migrations.lineage import SchemaState, schema_state
+from app.migrations.instances import live_instances
+from app.migrations.lineage import SchemaState, listed, schema_state
 from app.migrations.lint import MigrationLintError, lint_migrations
 from app.migrations.lock import run_locked
+from app.migrations.phases import CONTRACT
 from app.migrations.revisions import VERSIONS_DIR, Revisions, alembic_config, show_migration_steps
-from app.migrations.rollout import UpgradePlan, apply_upgrade
+from app.migrations.rollout import Instance, UpgradePlan, apply_upgrade, runs_without
 from app.migrations.scratch import scratch_database
 from app.settings import Settings
+
+# How often `migrate --wait` looks again for the older instances a contract revision waits for.
+WAIT_POLL_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
 class AppliedSchema:
-    """Where the API database stands, checked against the files, and the indexes a stopped build left INVALID."""
+    """Where the API database stands, checked against the files; the indexes a stopped build left INVALID; the live
+    instances."""
 
     state: SchemaState
     invalid_indexes: list[InvalidIndex]
+    instances: Sequence[Instance]
 
 
 def _read_applied(connection: sa.Connection, revisions: Revisions, api_schema: str | None) -> AppliedSchema:
     check_database_is_ours(connection, revisions.known, api_schema)
     state = schema_state(connection, revisions)
     verify_checksums(connection, revisions.script, state.known_heads)
-    return AppliedSchema(state, invalid_indexes(connection))
+    return AppliedSchema(state, invalid_indexes(connection), live_instances(connection))
 
 
 async def applied_schema(settings: Settings, revisions: Revisions) -> AppliedSchema:
@@ -58,6 +66,12 @@ def print_current(ctx: CommandContext) -> AppliedSchema:
     state = applied.state
     shown = state.describe() if state.current else "no migration applied; run `just migrate`"
     print(f"API database '{settings.api_db_name}': {shown}")
+    if applied.instances:
+        print(f"Live instances: {'; '.join(map(str, applied.instances))}.")
+    for revision in state.pending_in(CONTRACT):
+        older = [str(i) for i in applied.instances if runs_without(i, revision, revisions)]
+        waits = f"waits for {'; '.join(older)} to stop" if older else "no older release runs"
+        print(f"Contract revision {revision}: {waits}; `just migrate` applies it then.")
     for index in applied.invalid_indexes:
         print(f"warning: {index}", file=sys.stderr)
     return applied
@@ -95,28 +109,39 @@ def change_schema(ctx: CommandContext, action: str, change: Callable[[Config], o
     ctx.run(run_locked(ctx.settings, action, locked))
 
 
-def migrate(ctx: CommandContext, revision: str, *, expand_only: bool = False, force_contract: bool = False) -> None:
+def migrate(
+    ctx: CommandContext, revision: str, *, expand_only: bool = False, force_contract: bool = False, wait: float = 0
+) -> None:
     """`just migrate`: back up, rebuild INVALID indexes, upgrade towards `revision` as far as the rollout allows, say
-    where the database stands."""
+    where the database stands. With `wait`, a contract revision waits that many seconds for older instances to stop.
+    """
     show_migration_steps()
 
     def locked(connection: sa.Connection) -> UpgradePlan:
         def back_up(plan: UpgradePlan) -> None:
             backup_first(connection, ctx, "migrating", unless_at=None if plan.apply else plan.state.current)
 
-        options = {"expand_only": expand_only, "force_contract": force_contract}
+        options = {"expand_only": expand_only, "force_contract": force_contract, "live_instances": live_instances}
         return apply_upgrade(connection, ctx.alembic(), ctx.revisions, revision, before=back_up, **options)
 
     plan = ctx.run(run_locked(ctx.settings, "migrating", locked))
+    give_up = time.monotonic() + wait
+    if plan.blockers and wait:
+        print(f"Contract {listed(plan.waiting)} waits up to {wait:g} s for older instances to stop: {plan.blockers[0]}")
+    while plan.blockers and time.monotonic() < give_up:
+        time.sleep(WAIT_POLL_SECONDS)
+        plan = ctx.run(run_locked(ctx.settings, "migrating", locked))
     if plan.state.newer:
         print("This checkout has nothing to apply: a newer release migrated the database.")
-    if waiting := plan.waiting_message():
+    if (waiting := plan.waiting_message()) and plan.blockers and wait:
+        raise SetupError(f"after {wait:g} s: {waiting}")
+    if waiting:
         print(waiting)
     print_current(ctx)
 
 
 def cmd_migrate(args: argparse.Namespace, ctx: CommandContext) -> int:
-    migrate(ctx, args.revision, expand_only=args.expand_only, force_contract=args.force_contract)
+    migrate(ctx, args.revision, expand_only=args.expand_only, force_contract=args.force_contract, wait=args.wait)
     return 0
 
 

@@ -113,6 +113,24 @@ class DBAccountToken(SQLModel, table=True):
     used_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
 
 
+class DBInstance(SQLModel, table=True):
+    """A running instance of the service, while its heartbeat lasts: the release it runs, and where.
+
+    A contract revision waits while an instance of an older release is here; the row goes when the instance stops,
+    or expires when it stops beating.
+    """
+
+    __tablename__ = "api_instances"
+
+    id: uuid.UUID = Field(primary_key=True)
+    # The release's head revisions, `+`-joined: what its code knows of the schema.
+    heads: str = Field(max_length=200)
+    host: str = Field(max_length=255)
+    pid: int
+    started_at: datetime | None = set_by_database()
+    expires_at: datetime = Field(sa_type=sa.DateTime(timezone=True))
+
+
 # Uniqueness ignoring case is decided by the database, not by a check before the insert.
 USERNAME_UNIQUE = sa.Index("uq_users_username_lower", sa.func.lower(DBUser.username), unique=True)
 EMAIL_UNIQUE = sa.Index("uq_users_email_lower", sa.func.lower(DBUser.email), unique=True)

@@ -31,6 +31,7 @@ from app.repositories.health import SchemaReadiness
 from app.repositories.user_lookup import ActiveUserLookup
 from app.services.bootstrap import bootstrap_database
 from app.services.maintenance import prune_periodically
+from app.services.presence import Presence
 from app.settings import Settings
 
 logger = logging.getLogger("app")
@@ -56,6 +57,8 @@ def service_lifespan(settings: Settings, metrics: Metrics, *, bootstrapped: bool
         lockout = login_lockout(settings)
         outbox = Outbox(mail_backend(settings))
         refreshing: asyncio.Task[None] | None = None
+        presence: Presence | None = None
+        beating: asyncio.Task[None] | None = None
         try:
             if not bootstrapped:
                 report = await bootstrap_database(engine, settings)
@@ -63,7 +66,8 @@ def service_lifespan(settings: Settings, metrics: Metrics, *, bootstrapped: bool
             # Measuring one hash takes a moment of CPU: keep it off the event loop.
             hashing = started_hashing = await asyncio.to_thread(PasswordHashing, settings)
             app.state.engine = engine
-            app.state.schema_readiness = SchemaReadiness(Revisions(alembic_config(settings, configure_logging=False)))
+            revisions = Revisions(alembic_config(settings, configure_logging=False))
+            app.state.schema_readiness = SchemaReadiness(revisions)
             lookup_pool = lookup = await create_lookup_pool(address, settings)
             app.state.user_lookup = ActiveUserLookup(lookup_pool, settings.db_pool_timeout, settings.api_db_schema)
             app.state.session_maker = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
@@ -72,6 +76,10 @@ def service_lifespan(settings: Settings, metrics: Metrics, *, bootstrapped: bool
             app.state.outbox = outbox
             outbox.start()
             pruning = asyncio.create_task(prune_periodically(app.state.session_maker), name="prune expired")
+            # In the registry from here on: a contract revision waits for this release until it stops.
+            presence = Presence(app.state.session_maker, revisions.heads, settings.instance_heartbeat_seconds)
+            await presence.register()
+            beating = asyncio.create_task(presence.keep_beating(), name="heartbeat")
             if settings.metrics_enabled:  # else nobody reads the gauges
                 metrics.watch(
                     hash_queue=lambda: started_hashing.pending,
@@ -83,10 +91,12 @@ def service_lifespan(settings: Settings, metrics: Metrics, *, bootstrapped: bool
                 refreshing = asyncio.create_task(metrics.keep_refreshing(), name="refresh gauges")
             yield
         finally:
-            for task in (refreshing, pruning):
+            for task in (refreshing, pruning, beating):
                 if task is not None:
                     task.cancel()
                     await asyncio.gather(task, return_exceptions=True)
+            if presence is not None:
+                await presence.leave()
             await outbox.close()  # queued mails get a few seconds to go out
             if hashing is not None:
                 hashing.close()

@@ -33,10 +33,11 @@ def backfill(table: str, column: str, value: str, *, key: str = "id", batch_size
     the lint) it writes the statement of one batch.
     """
     t, c, k = quote_ident(table), quote_ident(column), quote_ident(key)
+    # The batch's keys under a name of their own: `value` may name any of the table's columns, `id` included.
     batch = (
-        f"WITH batch AS (SELECT {k} FROM {t} WHERE {k} > :after ORDER BY {k} LIMIT :size), "
-        f"changed AS (UPDATE {t} SET {c} = {value} FROM batch WHERE {t}.{k} = batch.{k} AND {t}.{c} IS NULL "
-        f"RETURNING 1) SELECT (SELECT max({k}) FROM batch), (SELECT count(*) FROM changed)"
+        f"WITH batch AS (SELECT {k} AS batch_key FROM {t} WHERE {k} > :after ORDER BY {k} LIMIT :size), "
+        f"changed AS (UPDATE {t} SET {c} = {value} FROM batch WHERE {t}.{k} = batch.batch_key AND {t}.{c} IS NULL "
+        "RETURNING 1) SELECT (SELECT max(batch_key) FROM batch), (SELECT count(*) FROM changed)"
     )
     if op.get_context().as_sql:
         shown = f"/* backfill {table}.{column}: this statement, batch after batch, each committed on its own */ "

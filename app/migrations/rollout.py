@@ -92,7 +92,7 @@ def plan_upgrade(
             return UpgradePlan(state, tuple(steps[:index]), tuple(steps[index:]), expand_only=True)
         if instances is None:
             instances = live_instances(connection)
-        older = tuple(instance for instance in instances if _runs_without(instance, revision, revisions))
+        older = tuple(instance for instance in instances if runs_without(instance, revision, revisions))
         if older:
             return UpgradePlan(state, tuple(steps[:index]), tuple(steps[index:]), older)
     return UpgradePlan(state, tuple(steps))
@@ -131,7 +131,7 @@ def _resolved(revisions: Revisions, destination: str) -> str:
     return script.revision
 
 
-def _runs_without(instance: Instance, revision: str, revisions: Revisions) -> bool:
+def runs_without(instance: Instance, revision: str, revisions: Revisions) -> bool:
     """True when the instance's release lacks `revision`: its heads are all this checkout's and none builds on it.
 
     Heads this checkout does not have belong to a newer release, which has every revision this one has.

@@ -10,6 +10,7 @@ from alembic.config import Config
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.migrations.instances import live_instances
 from app.migrations.lock import run_locked
 from app.migrations.revisions import Revisions, alembic_config
 from app.migrations.rollout import UpgradePlan, apply_upgrade
@@ -25,7 +26,11 @@ logger = logging.getLogger("app")
 def _upgrade(settings: Settings, config: Config, revisions: Revisions) -> UpgradePlan:
     with _IN_PROCESS_MIGRATION:
         return asyncio.run(
-            run_locked(settings, "migration", lambda connection: apply_upgrade(connection, config, revisions))
+            run_locked(
+                settings,
+                "migration",
+                lambda connection: apply_upgrade(connection, config, revisions, live_instances=live_instances),
+            )
         )
 
 

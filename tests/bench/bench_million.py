@@ -3,7 +3,8 @@
 First GET /api/v1/users: the first page, a deep page, a deep page of a role's holders (target < 50 ms each). Then,
 with the service serving authenticated reads and admin writes, a nullable column and a concurrently built index,
 applied three ways: `just migrate` (automatic backup included), plain `alembic upgrade head`, and another
-instance's startup. For each: failed requests (target 0) and the longest request.
+instance's startup; then the new column backfilled for every user in batches (app/migrations/backfill.py). For each:
+failed requests (target 0) and the longest request; for the backfill, rows per second too.
 """
 
 from __future__ import annotations
@@ -30,26 +31,26 @@ from app.settings import PROJECT_ROOT, get_settings
 from tests.support.databases import HEAD
 from tests.support.live_server import free_port
 from tests.support.polling import wait_healthy
+from tests.support.revisions import revision_file
 
 USERS = 1_000_000
 WORKERS = 4
 ADMIN_PASSWORD = "benchmark admin password"
-CITY_COLUMN = '''"""Add city to users."""
-
-import sqlalchemy as sa
-from alembic import op
-
-revision = "0901"
-down_revision = "{head}"
-
-
-def upgrade() -> None:
-    op.add_column("users", sa.Column("city", sa.String(100), nullable=True))
-
-
-def downgrade() -> None:
-    op.drop_column("users", "city")  # squawk-ignore: ban-drop-column
-'''
+CITY_COLUMN = revision_file(
+    "0901",
+    HEAD,
+    'op.add_column("users", sa.Column("city", sa.String(100), nullable=True))',
+    downgrade='op.drop_column("users", "city")  # squawk-ignore: ban-drop-column',
+    message="Add city to users",
+)
+CITY_BACKFILL = revision_file(
+    "0903",
+    "0902",
+    """\
+    with op.get_context().autocommit_block():
+        backfill("users", "city", "'City ' || (id % 100)")""",
+    message="Fill every user's city",
+)
 
 
 def city_index() -> str:
@@ -69,6 +70,7 @@ class Request:
     started: float
     ended: float
     ok: bool
+    said: str  # the status, or the error's type
 
 
 async def load(base: str, token: str, stop: asyncio.Event, done: list[Request]) -> None:
@@ -87,10 +89,10 @@ async def load(base: str, token: str, stop: asyncio.Event, done: list[Request]) 
                         response = await client.patch(f"/api/v1/users/{user}", json={"is_active": True})
                     else:
                         response = await client.get("/api/v1/me" if rng.random() < 0.5 else f"/api/v1/users/{user}")
-                    ok = response.status_code == 200
-                except httpx.TransportError:
-                    ok = False
-                done.append(Request(kind, started, time.monotonic(), ok))
+                    ok, said = response.status_code == 200, f"{response.request.url.path} {response.status_code}"
+                except httpx.TransportError as exc:
+                    ok, said = False, type(exc).__name__
+                done.append(Request(kind, started, time.monotonic(), ok, said))
 
         await asyncio.gather(*(worker(n) for n in range(WORKERS)))
 
@@ -122,9 +124,12 @@ def during(requests: list[Request], start: float, end: float) -> str:
         kind: max(((r.ended - r.started) * 1000 for r in overlapping if r.kind == kind), default=0.0)
         for kind in ("read", "write")
     }
+    failures = sorted({r.said for r in overlapping if not r.ok})
+    slowest = max(overlapping, key=lambda r: r.ended - r.started, default=None)
+    when = f" ({slowest.said}, {slowest.started - start:+.1f} s into it)" if slowest else ""
     return (
-        f"{len(overlapping)} requests, {failed} failed (target 0), longest read {longest['read']:.0f} ms, "
-        f"longest write {longest['write']:.0f} ms"
+        f"{len(overlapping)} requests, {failed} failed (target 0){' ' + str(failures) if failures else ''}, "
+        f"longest read {longest['read']:.0f} ms, longest write {longest['write']:.0f} ms{when}"
     )
 
 
@@ -156,14 +161,16 @@ def run(args: list[str], cwd: Path, env: dict[str, str]) -> float:
     return time.monotonic() - started
 
 
-def serve(cwd: Path, env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "app", "serve"],
-        cwd=cwd,
-        env={**env, "API_PORT": str(port)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+def serve(cwd: Path, env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
+    """The service on `port`; its warnings and errors go to `log` (WARNING: no request lines)."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "app", "serve"],
+            cwd=cwd,
+            env={**env, "API_PORT": str(port), "LOG_LEVEL": "WARNING", "LOG_FORMAT": "text"},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 async def measure(database: str, project: Path, folder: Path) -> None:
@@ -191,7 +198,7 @@ async def measure(database: str, project: Path, folder: Path) -> None:
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    service = serve(PROJECT_ROOT, ours, port)
+    service = serve(PROJECT_ROOT, ours, port, folder / "service.log")
     try:
         await wait_healthy(base, service)
         async with httpx.AsyncClient(base_url=base, timeout=60) as client:
@@ -220,20 +227,30 @@ async def measure(database: str, project: Path, folder: Path) -> None:
             await asyncio.to_thread(run, ["-m", "app", "downgrade", HEAD], project, no_backup)
         start = time.monotonic()
         other_port = free_port()
-        other = serve(project, no_backup, other_port)
+        other = serve(project, no_backup, other_port, folder / "other.log")
         try:
             # Healthy only once its startup hook has migrated the database to the copy's head.
             await wait_healthy(f"http://127.0.0.1:{other_port}", other)
         finally:
             other.terminate()
-            other.wait(timeout=60)
+            # Off the event loop: the load goes on while the other instance drains and stops.
+            await asyncio.to_thread(other.wait, 60)
         took = time.monotonic() - start
         print(f"another instance's startup: {took:.1f} s; during it: {during(requests, start, time.monotonic())}")
+        (project / "alembic" / "versions" / "0903_fill_city.py").write_text(CITY_BACKFILL)
+        start = time.monotonic()
+        took = await asyncio.to_thread(run, ["-m", "app", "migrate"], project, no_backup)
+        print(
+            f"backfill of users.city, {USERS:,} rows in batches through `just migrate`: {took:.1f} s, "
+            f"{USERS / took:,.0f} rows/s; during it: {during(requests, start, time.monotonic())}"
+        )
         stop.set()
         await traffic
     finally:
         service.terminate()
         service.wait(timeout=60)
+        said = [line for line in (folder / "service.log").read_text().splitlines() if line.startswith(("WARN", "ERR"))]
+        print(f"the service logged {len(said)} warnings and errors{': ' if said else ''}{'; '.join(said[:5])}")
 
 
 def main() -> None:
@@ -246,7 +263,7 @@ def main() -> None:
         for name in ("alembic.ini", "pyproject.toml"):
             shutil.copy(PROJECT_ROOT / name, project)
         versions = project / "alembic" / "versions"
-        (versions / "0901_add_city_to_users.py").write_text(CITY_COLUMN.replace("{head}", HEAD))
+        (versions / "0901_add_city_to_users.py").write_text(CITY_COLUMN)
         (versions / "0902_index_users_by_city.py").write_text(city_index())
         with scratch_database(settings, "bench_million") as bench:
             asyncio.run(measure(bench.api_db_name, project, folder))

@@ -11,30 +11,23 @@ import pytest
 
 from tests.support.databases import HEAD, Databases
 from tests.support.releases import Releases
+from tests.support.revisions import revision_file
 
 pytestmark = pytest.mark.slow  # a previous release's service, started twice, in a worktree
 
 # A rename in one step, written as an expand revision: the lint flags it, and so must the release it breaks.
-RENAME = '''"""Rename full_name to display_name"""
-
-from alembic import op
-
-revision = "0900"
-down_revision = "{head}"
-
-
-def upgrade() -> None:
-    op.alter_column("users", "full_name", new_column_name="display_name")
-
-
-def downgrade() -> None:
-    op.alter_column("users", "display_name", new_column_name="full_name")
-'''
+RENAME = revision_file(
+    "0900",
+    HEAD,
+    'op.alter_column("users", "full_name", new_column_name="display_name")',
+    downgrade='op.alter_column("users", "display_name", new_column_name="full_name")',
+    message="Rename full_name to display_name",
+)
 
 
 def test_check_compat_fails_on_a_rename_done_in_one_step(pg: Databases, tmp_path: Path) -> None:
     releases = Releases(tmp_path)
-    releases.commit("Rename full_name in one step", {"alembic/versions/0900_rename.py": RENAME.format(head=HEAD)})
+    releases.commit("Rename full_name in one step", {"alembic/versions/0900_rename.py": RENAME})
     env = {**pg.env(pg.new_name("compat")), "PYTHONPATH": str(releases.repo)}
     result = subprocess.run(
         [sys.executable, "-m", "app", "check-compat"],

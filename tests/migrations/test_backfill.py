@@ -11,42 +11,17 @@ from alembic.config import Config
 from app.cli import main
 from app.cli.context import CommandContext
 from app.migrations.revisions import VERSIONS_DIR, alembic_config
-from tests.support.databases import HEAD, Databases, another_transaction
+from tests.support.databases import Databases, another_transaction
+from tests.support.revisions import ADD_NICKNAME, revision_file, write_revisions
 
-ADD = '''"""Add nickname"""
-
-import sqlalchemy as sa
-from alembic import op
-
-revision = "0900"
-down_revision = "{head}"
-
-
-def upgrade() -> None:
-    op.add_column("users", sa.Column("nickname", sa.String(60), nullable=True))
-
-
-def downgrade() -> None:
-    op.drop_column("users", "nickname")
-'''
-FILL = '''"""Fill nickname"""
-
-from alembic import op
-
-from app.migrations.backfill import backfill
-
-revision = "0901"
-down_revision = "0900"
-
-
-def upgrade() -> None:
+FILL = revision_file(
+    "0901",
+    "0900",
+    """\
     with op.get_context().autocommit_block():
-        backfill("users", "nickname", "'rider ' || username", batch_size=7)
-
-
-def downgrade() -> None:
-    pass
-'''
+        backfill("users", "nickname", "'rider ' || username || ' ' || id", batch_size=7)""",
+    message="Fill nickname",
+)
 ROWS = 100
 
 
@@ -55,8 +30,7 @@ def with_backfill(pg: Databases, api_db: str, tmp_path: Path, monkeypatch: pytes
     """The project's revisions plus a nullable column and its backfill; the users table holds ROWS users."""
     versions = tmp_path / "versions"
     shutil.copytree(VERSIONS_DIR, versions, ignore=shutil.ignore_patterns("__pycache__"))
-    (versions / "0900_add.py").write_text(ADD.format(head=HEAD))
-    (versions / "0901_fill.py").write_text(FILL)
+    write_revisions(versions, ADD_NICKNAME, FILL)
 
     def with_versions(context: CommandContext) -> Config:
         config = alembic_config(context.settings, configure_logging=False)
@@ -82,7 +56,7 @@ def test_a_backfill_fills_every_null_in_batches_and_leaves_set_values(
     assert main(["migrate"], settings=settings) == 0
     filled = nicknames(pg, api_db)
     assert filled.pop("u5") == "chosen"
-    assert filled == {f"u{n}": f"rider u{n}" for n in range(1, ROWS + 1) if n != 5}
+    assert filled == {f"u{n}": f"rider u{n} {n}" for n in range(1, ROWS + 1) if n != 5}
     assert f"Running backfill of users.nickname: {ROWS - 1} of {ROWS - 1} rows (100%)" in capfd.readouterr().err
 
 
@@ -102,7 +76,7 @@ def test_a_stopped_backfill_goes_on_where_it_stopped(
     assert 0 < len(done) < ROWS  # the batches before it stayed committed
     assert [row[0] for row in pg.query(api_db, "SELECT version_num FROM alembic_version")] == ["0900"]
     assert main(["migrate"], settings=settings) == 0
-    assert set(nicknames(pg, api_db).values()) == {f"rider u{n}" for n in range(1, ROWS + 1)}
+    assert set(nicknames(pg, api_db).values()) == {f"rider u{n} {n}" for n in range(1, ROWS + 1)}
     assert [row[0] for row in pg.query(api_db, "SELECT version_num FROM alembic_version")] == ["0901"]
 
 
@@ -112,5 +86,5 @@ def test_the_sql_of_a_backfill_shows_one_batch(
     assert main(["sql"], settings=pg.settings(pg.new_name("never_created"))) == 0
     said = capsys.readouterr().out
     assert "/* backfill users.nickname: this statement, batch after batch, each committed on its own */" in said
-    assert """UPDATE "users" SET "nickname" = 'rider ' || username FROM batch""" in said
+    assert """UPDATE "users" SET "nickname" = 'rider ' || username || ' ' || id FROM batch""" in said
     assert "LIMIT 7" in said

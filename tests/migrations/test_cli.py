@@ -74,7 +74,8 @@ def test_restore_answered_no_restores_nothing(
 def test_history_lists_both_revisions_and_marks_the_head(pg: Databases, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["history"], settings=pg.settings(pg.new_name("never_created"))) == 0
     assert capsys.readouterr().out.splitlines() == [
-        "0004 -> 0005 (head), Add email verification and mailed account tokens",
+        "0005 -> 0006 (head), Add the instance registry",
+        "0004 -> 0005, Add email verification and mailed account tokens",
         "0003 -> 0004, Add user sessions and refresh tokens",
         "0002 -> 0003, Index role holders by role, then user, for keyset pages",
         "0001 -> 0002, Add phone_number to users table",

@@ -4,8 +4,13 @@ ones, and a newer release runs with its own contract revisions still pending."""
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import socket
+import subprocess
+import sys
 import traceback
+import uuid
 from pathlib import Path
 
 import pytest
@@ -20,50 +25,15 @@ from app.migrations.guard import require_compatible
 from app.migrations.revisions import VERSIONS_DIR, Revisions, alembic_config
 from app.settings import Settings
 from tests.support.databases import FAST_HASHING, HEAD, Databases
-
-REVISION = '''"""{message}"""
-
-import sqlalchemy as sa
-from alembic import op
-
-revision = "{revision}"
-down_revision = "{parent}"
-phase = "{phase}"
+from tests.support.revisions import ADD_NICKNAME, DROP_PHONE, write_revisions
 
 
-def upgrade() -> None:
-    {upgrade}
-
-
-def downgrade() -> None:
-    {downgrade}
-'''
-# The next release adds a column (expand); the one after stops using phone_number and drops it (contract).
-ADD_NICKNAME = {
-    "revision": "0900",
-    "parent": HEAD,
-    "phase": "expand",
-    "message": "Add nickname",
-    "upgrade": 'op.add_column("users", sa.Column("nickname", sa.String(30), nullable=True))',
-    "downgrade": 'op.drop_column("users", "nickname")',
-}
-DROP_PHONE = {
-    "revision": "0901",
-    "parent": "0900",
-    "phase": "contract",
-    "message": "Drop phone_number",
-    "upgrade": 'op.drop_column("users", "phone_number")  # squawk-ignore: ban-drop-column',
-    "downgrade": 'op.add_column("users", sa.Column("phone_number", sa.String(20), nullable=True))',
-}
-
-
-def newer_release(tmp_path: Path, settings: Settings, *revisions: dict[str, str]) -> Config:
-    """The Alembic configuration of a release with `revisions` after this checkout's."""
+def newer_release(tmp_path: Path, settings: Settings, *revisions: str) -> Config:
+    """The Alembic configuration of a release with `revisions` (their files) after this checkout's."""
     versions = tmp_path / "newer"
     if not versions.exists():
         shutil.copytree(VERSIONS_DIR, versions, ignore=shutil.ignore_patterns("__pycache__"))
-    for revision in revisions:
-        (versions / f"{revision['revision']}_next.py").write_text(REVISION.format(**revision))
+    write_revisions(versions, *revisions)
     config = alembic_config(settings, configure_logging=False)
     config.set_main_option("version_locations", str(versions))
     return config
@@ -178,6 +148,7 @@ def test_the_lineage_of_revisions_applied_before_it_was_kept_is_filled_in(pg: Da
         ("0003", "0002", "expand"),
         ("0004", "0003", "expand"),
         ("0005", "0004", "expand"),
+        ("0006", "0005", "expand"),
     ]
 
 
@@ -190,3 +161,76 @@ def test_an_unknown_revision_without_this_projects_lineage_is_still_refused(
     pg.query(api_db, "UPDATE alembic_version SET version_num = 'abc123'")
     assert main(["current"], settings=pg.settings(api_db)) == 1
     assert "revision abc123, which is not one of this project's migrations" in capsys.readouterr().err
+
+
+async def instances(pg: Databases, db: str) -> list[tuple[str, str, int]]:
+    rows = await pg.fetch(db, "SELECT heads, host, pid FROM api_instances WHERE expires_at > now()")
+    return [tuple(row) for row in rows]
+
+
+async def test_a_running_instance_is_registered_until_it_stops(pg: Databases, api_db: str) -> None:
+    settings = pg.settings(api_db, **FAST_HASHING, instance_heartbeat_seconds=0.2)
+    async with AsyncTestClient(create_app(settings)):
+        assert await instances(pg, api_db) == [(HEAD, socket.gethostname(), os.getpid())]
+        # Its row gone (an outage longer than three beats, say): the next beat puts it back.
+        await pg.fetch(api_db, "DELETE FROM api_instances")
+        async with asyncio.timeout(10):
+            while not await instances(pg, api_db):  # noqa: ASYNC110  (polling another process's writes)
+                await asyncio.sleep(0.05)
+    assert await pg.fetch(api_db, "SELECT 1 FROM api_instances") == []
+
+
+async def test_a_contract_revision_waits_for_the_instances_of_older_releases(
+    pg: Databases, api_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = pg.settings(api_db, **FAST_HASHING)
+    older = f"release at {HEAD} on {socket.gethostname()} (pid {os.getpid()})"
+    async with AsyncTestClient(create_app(settings)):  # this release, serving: older than the next one's contract
+        with monkeypatch.context() as newer:
+            as_newer_release(newer, newer_release(tmp_path, settings, ADD_NICKNAME, DROP_PHONE))
+            assert await command(["migrate"], settings) == 0
+            said = capsys.readouterr().out
+            assert f"Contract revision 0901 waits for the rollout: older instances still run ({older})" in said
+            assert await version(pg, api_db) == ["0900"]
+            assert "phone_number" in await columns(pg, api_db)
+            assert await command(["current"], settings) == 0
+            said = capsys.readouterr().out
+            assert f"Live instances: {older}." in said
+            assert f"Contract revision 0901: waits for {older} to stop; `just migrate` applies it then." in said
+            assert await command(["migrate", "--wait", "0.5"], settings) == 1
+            assert "error: after 0.5 s: Contract revision 0901 waits for the rollout" in capsys.readouterr().err
+    # This release stopped, and left the registry: the contract revision applies.
+    with monkeypatch.context() as newer:
+        as_newer_release(newer, newer_release(tmp_path, settings))
+        assert await command(["migrate"], settings) == 0
+    assert await version(pg, api_db) == ["0901"]
+    assert "phone_number" not in await columns(pg, api_db)
+
+
+async def test_an_instance_that_stopped_beating_holds_nothing_back(
+    pg: Databases, api_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = pg.settings(api_db)
+    as_newer_release(monkeypatch, newer_release(tmp_path, settings, ADD_NICKNAME, DROP_PHONE))
+    # Killed without a word a moment ago: its row is there until its heartbeat expires, a second from now.
+    gone = "INSERT INTO api_instances (id, heads, host, pid, expires_at) VALUES ($1, $2, 'gone', 1, now() + '1 s')"
+    await pg.fetch(api_db, gone, uuid.uuid4(), HEAD)
+    assert await command(["migrate", "--wait", "30"], settings) == 0
+    assert await version(pg, api_db) == ["0901"]
+
+
+def test_plain_alembic_holds_a_waiting_contract_revision_back(pg: Databases, api_db: str, project_copy: Path) -> None:
+    write_revisions(project_copy / "alembic" / "versions", ADD_NICKNAME, DROP_PHONE)
+    still_here = "INSERT INTO api_instances (id, heads, host, pid, expires_at) VALUES ($1, $2, 'h', 1, now() + '1 h')"
+    pg.query(api_db, still_here, uuid.uuid4(), HEAD)
+    env = {**pg.env(api_db), "PYTHONPATH": str(project_copy)}
+    upgrade = [sys.executable, "-m", "alembic", "upgrade", "head"]
+    result = subprocess.run(upgrade, cwd=project_copy, env=env, capture_output=True, text=True, check=False)
+    said = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "FAILED: Contract revision 0901 waits for the rollout: older instances still run" in said
+    assert "Traceback" not in said
+    assert pg.query(api_db, "SELECT version_num FROM alembic_version")[0][0] == HEAD
+    # Up to the revision before it: what an operator does by hand, and what `just migrate` does by itself.
+    result = subprocess.run([*upgrade[:-1], "0900"], cwd=project_copy, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

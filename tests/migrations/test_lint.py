@@ -22,33 +22,16 @@ from app.migrations.lint import (
 )
 from app.migrations.revisions import VERSIONS_DIR, alembic_config
 from tests.support.databases import HEAD, Databases
+from tests.support.revisions import revision_file
 
-PROJECT_REVISIONS = ["0001", "0002", "0003", "0004", "0005"]
-REVISION = '''"""{message}"""
-
-import sqlalchemy as sa
-from alembic import op
-
-revision = "0900"
-down_revision = "{head}"
-phase = "{phase}"
-
-
-def upgrade() -> None:
-{body}
-
-
-def downgrade() -> None:
-    pass
-'''
+PROJECT_REVISIONS = ["0001", "0002", "0003", "0004", "0005", "0006"]
 
 
 def with_third_revision(pg: Databases, tmp_path: Path, body: str, phase: str = "expand") -> Config:
     """The project's revisions plus a third one whose upgrade is `body`, in a folder of the test's own."""
     versions = tmp_path / "versions"
     shutil.copytree(VERSIONS_DIR, versions, ignore=shutil.ignore_patterns("__pycache__"))
-    revision = REVISION.format(message="A third revision", body=body, head=HEAD, phase=phase)
-    (versions / "0900_third.py").write_text(revision)
+    (versions / "0900_third.py").write_text(revision_file("0900", HEAD, body, message="A third revision", phase=phase))
     config = alembic_config(pg.settings(pg.new_name("never_created")), configure_logging=False)
     config.set_main_option("version_locations", str(versions))
     return config

@@ -19,6 +19,7 @@ from app.cli import main
 from app.migrations.revisions import Revisions, alembic_config
 from app.settings import PROJECT_ROOT
 from tests.support.databases import API_TABLES, HEAD, Databases, run_app
+from tests.support.revisions import revision_file
 
 # The tables of the API's models (without Alembic's version and checksum tables).
 MODEL_TABLES = API_TABLES - {"alembic_version", "alembic_checksums"}
@@ -64,6 +65,10 @@ SAMPLE_ROWS = {
         "UPDATE users SET email_verified_at = now() WHERE username = 'bob'",
         "INSERT INTO account_tokens (token_hash, user_id, purpose, expires_at) "
         "SELECT md5(username) || md5(email), id, 'verify_email', now() + interval '2 days' FROM users",
+    ],
+    "0006": [
+        "INSERT INTO api_instances (id, heads, host, pid, expires_at) "
+        "VALUES (gen_random_uuid(), '0006', 'host-a', 4242, now() + interval '30 seconds')",
     ],
 }
 SCHEMA = """
@@ -254,3 +259,14 @@ def test_a_generated_revision_that_drops_a_column_is_a_contract_revision(
     written = (project_copy / result.stdout.split()[1].rstrip(":")).read_text()
     assert 'op.drop_column("users", "phone_number")' in written
     assert '\nphase = "contract"\n' in written
+
+
+def test_a_statement_the_database_refuses_is_one_readable_error(pg: Databases, api_db: str, project_copy: Path) -> None:
+    broken = revision_file("0900", HEAD, 'op.execute("UPDATE users SET full_name = no_such_column")', message="Broken")
+    (project_copy / "alembic" / "versions" / "0900_broken.py").write_text(broken)
+    result = run_app(["migrate"], {**pg.env(api_db), "PYTHONPATH": str(project_copy)}, cwd=project_copy)
+    assert result.returncode == 1
+    assert "Running upgrade" in result.stderr
+    assert 'error: PostgreSQL refused a statement (42703): column "no_such_column" does not exist' in result.stderr
+    assert "the statement: UPDATE users SET full_name = no_such_column" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -23,7 +23,10 @@ def test_reset_drops_only_the_api_tables(
     pg.query(api_db, "CREATE TABLE analytics_notes (id int PRIMARY KEY)")
     pg.query(empty_db, "CREATE TABLE users (id int PRIMARY KEY)")  # same name, other database
     assert main(["reset", "--yes"], settings=pg.settings(api_db)) == 0
-    assert "alembic_version, refresh_tokens, roles, user_roles, user_sessions, users" in capsys.readouterr().out
+    assert (
+        "alembic_version, api_instances, refresh_tokens, roles, user_roles, user_sessions, users"
+        in capsys.readouterr().out
+    )
     assert public_tables(pg, api_db) == {"analytics_notes"}
     assert public_tables(pg, empty_db) == {"users"}
     assert main(["init"], settings=pg.settings(api_db)) == 0

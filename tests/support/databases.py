@@ -41,6 +41,7 @@ API_TABLES = {
     "user_sessions",
     "refresh_tokens",
     "account_tokens",
+    "api_instances",
 }
 
 
