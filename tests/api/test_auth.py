@@ -403,6 +403,7 @@ def test_the_example_secret_is_refused_beyond_loopback_unless_development_is_dec
     assert not Settings.model_validate({"api_host": "0.0.0.0", "jwt_secret": "s" * 40}).uses_example_secret  # noqa: S104
 
 
+@pytest.mark.slow
 def test_serve_refuses_to_start_with_the_example_secret(pg: Databases) -> None:
     result = run_app(["serve"], {**pg.env("x"), "ENVIRONMENT": "production"})
     assert result.returncode == 2

@@ -160,6 +160,7 @@ async def test_three_services_started_at_once_on_one_database(pg: Databases, emp
     assert sorted(r[0] for r in await pg.fetch(empty_db, "SELECT name FROM roles")) == ["admin", "moderator", "user"]
 
 
+@pytest.mark.slow
 def test_serve_explains_an_unreachable_server(pg: Databases) -> None:
     env = {**pg.env("x"), "API_DB_HOST": "127.0.0.1", "API_DB_PORT": str(free_port())}
     started = time.monotonic()
@@ -172,6 +173,7 @@ def test_serve_explains_an_unreachable_server(pg: Databases) -> None:
     assert time.monotonic() - started < 30
 
 
+@pytest.mark.slow
 def test_serve_refuses_a_database_behind_head_in_one_line(pg: Databases, empty_db: str) -> None:
     env = {**pg.env(empty_db), "MIGRATE_ON_STARTUP": "false"}
     result = subprocess.run(

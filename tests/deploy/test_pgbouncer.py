@@ -22,6 +22,7 @@ from tests.support.pgbouncer import Bouncer, through
 PASSWORD = "secret123"
 
 
+@pytest.mark.slow
 async def test_the_service_starts_and_serves_through_pgbouncer(
     pg: Databases, empty_db: str, pgbouncer: Bouncer
 ) -> None:
@@ -57,6 +58,7 @@ async def test_the_service_starts_and_serves_through_pgbouncer(
         await through_pooler.close()
 
 
+@pytest.mark.slow
 def test_init_and_migrate_create_and_change_the_database_on_the_server_itself(
     pg: Databases, pgbouncer: Bouncer, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -73,6 +75,7 @@ def test_init_and_migrate_create_and_change_the_database_on_the_server_itself(
         pg.drop(name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("declared", [False, True], ids=["pooler-unannounced", "API_DB_PGBOUNCER"])
 def test_a_missing_database_behind_the_pooler_alone_says_to_set_the_direct_connection(
     pg: Databases, pgbouncer: Bouncer, declared: bool, capsys: pytest.CaptureFixture[str]
@@ -95,6 +98,7 @@ async def startup_error(settings: Settings) -> str:
     return "".join(traceback.format_exception(refused.value))
 
 
+@pytest.mark.slow
 async def test_migrations_as_a_deploy_step_need_only_the_pooler(
     pg: Databases, api_db: str, empty_db: str, pgbouncer: Bouncer
 ) -> None:

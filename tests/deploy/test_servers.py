@@ -15,6 +15,8 @@ from app.db.provision import connect
 from app.db.server import ServerAddress, embedded_bin_dir, start_embedded, stop_embedded
 from tests.support.databases import HEAD, Databases, run_app
 
+pytestmark = pytest.mark.slow  # servers with roles of their own, and `python -m app` as a user runs it
+
 PASSWORD = "p@ss:w/rd"
 
 

@@ -199,6 +199,7 @@ def test_restore_refuses_a_dump_of_another_database(
     assert users(pg, api_db) == ["ann"]
 
 
+@pytest.mark.slow
 def test_restore_refuses_mlflows_dump(
     pg: Databases, settings: Settings, api_db: str, mlflow_db: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -250,6 +251,7 @@ def server(request: pytest.FixtureRequest) -> Databases:
     return databases
 
 
+@pytest.mark.slow
 def test_backup_change_restore_round_trip_on_every_supported_server(
     server: Databases, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -103,6 +103,7 @@ def test_two_heads_name_both_and_the_merge_command(pg: Databases, api_db: str, t
         command.current(config)
 
 
+@pytest.mark.slow
 def test_plain_alembic_with_two_heads_says_failed_without_a_traceback(
     pg: Databases, api_db: str, tmp_path: Path
 ) -> None:

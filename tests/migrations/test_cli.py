@@ -83,6 +83,7 @@ def test_history_lists_both_revisions_and_marks_the_head(pg: Databases, capsys: 
     ]
 
 
+@pytest.mark.slow
 def test_psql_runs_on_the_api_database(pg: Databases, api_db: str) -> None:
     result = run_app(["psql", "-tAc", "select current_database()"], pg.env(api_db))
     assert result.returncode == 0, result.stderr

@@ -219,6 +219,7 @@ async def test_an_instance_that_stopped_beating_holds_nothing_back(
     assert await version(pg, api_db) == ["0901"]
 
 
+@pytest.mark.slow
 def test_plain_alembic_holds_a_waiting_contract_revision_back(pg: Databases, api_db: str, project_copy: Path) -> None:
     write_revisions(project_copy / "alembic" / "versions", ADD_NICKNAME, DROP_PHONE)
     still_here = "INSERT INTO api_instances (id, heads, host, pid, expires_at) VALUES ($1, $2, 'h', 1, now() + '1 h')"

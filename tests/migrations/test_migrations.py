@@ -158,6 +158,7 @@ def test_migrations_from_several_processes_at_once(pg: Databases, empty_db: str)
     assert sum("Running upgrade  -> 0001" in r.stderr for r in results) == 1
 
 
+@pytest.mark.slow
 def test_plain_alembic_commands_work(pg: Databases, empty_db: str) -> None:
     env = pg.env(empty_db)
     alembic = [sys.executable, "-m", "alembic"]
@@ -168,6 +169,7 @@ def test_plain_alembic_commands_work(pg: Databases, empty_db: str) -> None:
     assert version(pg, empty_db) == [HEAD]
 
 
+@pytest.mark.slow
 def test_sql_prints_the_upgrade_without_a_database(pg: Databases) -> None:
     missing = pg.new_name("never_created")
     result = run_app(["sql"], pg.env(missing))
@@ -193,6 +195,7 @@ def test_in_process_migration_keeps_existing_loggers(pg: Databases, empty_db: st
     assert not app_logger.disabled
 
 
+@pytest.mark.slow
 def test_autogenerate_ignores_tables_the_api_does_not_own(pg: Databases, api_db: str, tmp_path: Path) -> None:
     pg.query(api_db, "CREATE TABLE analytics_notes (id int PRIMARY KEY, note text)")
     env = pg.env(api_db)
@@ -204,6 +207,7 @@ def test_autogenerate_ignores_tables_the_api_does_not_own(pg: Databases, api_db:
     assert "drop_table" not in body
 
 
+@pytest.mark.slow
 def test_revision_without_a_message_is_refused(pg: Databases, api_db: str, tmp_path: Path) -> None:
     result = run_app(["revision", "--version-path", str(tmp_path)], pg.env(api_db), stdin="")
     assert result.returncode == 1
@@ -221,6 +225,7 @@ def test_current_says_where_the_database_stands(
     assert f"API database '{api_db}': {HEAD} (head)" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_a_generated_revision_passes_the_projects_checks_as_written(
     pg: Databases, api_db: str, project_copy: Path
 ) -> None:
@@ -246,6 +251,7 @@ def test_a_generated_revision_passes_the_projects_checks_as_written(
         assert result.returncode == 0, f"{tool}: {result.stdout}{result.stderr}"
 
 
+@pytest.mark.slow
 def test_a_generated_revision_that_drops_a_column_is_a_contract_revision(
     pg: Databases, api_db: str, project_copy: Path
 ) -> None:
@@ -261,6 +267,7 @@ def test_a_generated_revision_that_drops_a_column_is_a_contract_revision(
     assert '\nphase = "contract"\n' in written
 
 
+@pytest.mark.slow
 def test_a_statement_the_database_refuses_is_one_readable_error(pg: Databases, api_db: str, project_copy: Path) -> None:
     broken = revision_file("0900", HEAD, 'op.execute("UPDATE users SET full_name = no_such_column")', message="Broken")
     (project_copy / "alembic" / "versions" / "0900_broken.py").write_text(broken)

@@ -12,6 +12,8 @@ from app.cli import main
 from app.settings import PROJECT_ROOT
 from tests.support.databases import Databases
 
+pytestmark = pytest.mark.slow  # MLflow's own schema, built by its migrations
+
 SNAPSHOT = """
 SELECT table_name, column_name, data_type, is_nullable, column_default
 FROM information_schema.columns WHERE table_schema = 'public' ORDER BY table_name, ordinal_position

@@ -66,6 +66,7 @@ def test_one_database_for_both_needs_a_schema_of_the_apis_own() -> None:
         Settings(_env_file=None, api_db_schema="Api; drop")
 
 
+@pytest.mark.slow
 def test_cli_explains_a_refused_setting(pg: Databases) -> None:
     env = {**pg.env("mlflow"), "POSTGRES_DB": "mlflow"}
     result = run_app(["migrate"], env)
