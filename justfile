@@ -118,6 +118,10 @@ alias db-reset := reset
 mlflow *args:
     uv run --extra mlflow python -m app mlflow "$@"
 
+# MLflow's own schema upgrade, guarded: plan (changes nothing), rehearse (on a copy), apply (backup first), restore FILE
+mlflow-upgrade *args:
+    uv run --extra mlflow python -m app mlflow-upgrade "$@"
+
 # Start PostgreSQL (localhost:5433), MLflow (:5000) and the API (:8000) in Docker; returns once all are healthy
 up *args:
     docker compose up --detach --wait "$@"

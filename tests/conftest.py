@@ -28,6 +28,7 @@ LONGEST_FIRST = (
     "test_rolling_restart.py",
     "test_compat.py",
     "test_mlflow_untouched.py",
+    "test_mlflow_upgrade.py",
     "test_concurrent_index.py",
     "test_servers.py",
 )

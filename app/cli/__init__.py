@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from app.cli.compat import cmd_check_compat
 from app.cli.context import CommandContext
 from app.cli.data import cmd_backup, cmd_create_admin, cmd_init, cmd_reset, cmd_restore, cmd_seed
+from app.cli.mlflow_upgrade import APPLY, PLAN, REHEARSE, RESTORE, cmd_mlflow_upgrade
 from app.cli.schema import (
     cmd_check,
     cmd_current,
@@ -86,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("email")
     add("psql", cmd_psql, "open psql on the API database; other arguments go to psql")
     add("db-stop", cmd_db_stop, "stop the embedded PostgreSQL")
+    guarded = "upgrade MLflow's own schema, guarded: plan (default), rehearse, apply; restore a backup"
+    p = add("mlflow-upgrade", cmd_mlflow_upgrade, guarded)
+    p.add_argument("step", nargs="?", choices=(PLAN, REHEARSE, APPLY, RESTORE), default=PLAN)
+    p.add_argument("dump", nargs="?", help="restore: the backup to put back (one apply took)")
+    p.add_argument("--yes", "-y", action="store_true", help="apply, restore: do not ask for confirmation")
+    p.add_argument("--online", action="store_true", help="apply: go ahead while other sessions use MLflow's database")
     p = add("mlflow", cmd_mlflow, "run an MLflow tracking server in MLflow's database (POSTGRES_DB)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=5000)

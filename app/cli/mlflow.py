@@ -9,14 +9,14 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
 from app.cli.processes import answers_200, port_taken, stop_group
 from app.db.provision import ensure_database
-from app.db.server import ServerAddress, direct_address
+from app.db.server import ServerAddress
 from app.errors import SetupError
+from app.mlflow.store import backend_store_uri, mlflow_address
 from app.settings import PROJECT_ROOT, Settings
 
 # Beside the embedded server's data, git-ignored; MLflow's default (./mlartifacts) would land in the project root.
@@ -24,23 +24,6 @@ ARTIFACTS_DIR = PROJECT_ROOT / ".data" / "mlartifacts"
 # The first start on an empty database runs MLflow's own migrations: about 30 s here, longer on a busy machine.
 STARTUP_TIMEOUT = 180.0
 STOP_TIMEOUT = 15.0
-
-
-def mlflow_address(settings: Settings) -> ServerAddress:
-    """The server holding MLflow's database: the API's, reached as MLflow's user when it is configured.
-
-    The server itself, never PgBouncer: MLflow migrates its schema on start, and psycopg prepares named statements.
-    """
-    address = direct_address(settings)
-    if settings.embedded:
-        return address
-    return replace(address, user=settings.postgres_user, password=settings.postgres_password.get_secret_value())
-
-
-def backend_store_uri(address: ServerAddress, database: str) -> str:
-    """MLflow's `--backend-store-uri`, without the password: libpq reads that from PGPASSWORD."""
-    url = replace(address, password=None).url(database, driver="psycopg")
-    return url.render_as_string(hide_password=False)
 
 
 def server_command(uri: str, host: str, port: int, workers: int, artifacts: Path) -> list[str]:

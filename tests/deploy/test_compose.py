@@ -23,6 +23,7 @@ from tests.support.tools import debian_tool
 pytestmark = pytest.mark.slow  # compose's images and scripts
 
 COMPOSE_FILE = PROJECT_ROOT / "compose.yaml"
+DOCKERFILE = PROJECT_ROOT / "deploy" / "Dockerfile"
 EVERY_INTERFACE = "0.0.0.0"  # noqa: S104 (what a container must listen on; compared here, never bound)
 # Variables of compose's own, not the service's settings: how many API instances run behind the balancer.
 COMPOSE_ONLY = {"API_REPLICAS": "3"}
@@ -38,6 +39,22 @@ def compose() -> dict[str, Any]:
 def service(compose: dict[str, Any], name: str) -> dict[str, Any]:
     found: dict[str, Any] = compose["services"][name]
     return found
+
+
+def stages() -> dict[str, list[str]]:
+    """deploy/Dockerfile's stages by name: each one's instructions, its FROM first."""
+    found: dict[str, list[str]] = {}
+    current: list[str] = []
+    for line in re.sub(r"\\\n\s*", " ", DOCKERFILE.read_text()).splitlines():
+        if line.startswith("FROM "):
+            current = found.setdefault(line.split(" AS ")[-1].strip(), [])
+        if line.strip() and not line.startswith("#"):
+            current.append(line.strip())
+    return found
+
+
+def built_from(spec: dict[str, Any], target: str) -> bool:
+    return bool(spec["build"] == {"context": ".", "dockerfile": "deploy/Dockerfile", "target": target})
 
 
 def waits_for_healthy_db(spec: dict[str, Any]) -> bool:
@@ -108,8 +125,28 @@ def test_mlflow_server_uses_the_mlflow_database_once_it_is_healthy(compose: dict
 
 def test_mlflow_image_is_the_version_in_the_lock_file(compose: dict[str, Any]) -> None:
     lock = tomllib.loads((PROJECT_ROOT / "uv.lock").read_text())
-    locked = next(package["version"] for package in lock["package"] if package["name"] == "mlflow")
-    assert f"FROM ghcr.io/mlflow/mlflow:v{locked}\n" in service(compose, "mlflow")["build"]["dockerfile_inline"]
+    locked = {package["name"]: package["version"] for package in lock["package"]}
+    assert built_from(service(compose, "mlflow"), "mlflow-server")
+    assert stages()["mlflow-server"][0] == "FROM ghcr.io/mlflow/mlflow:v${MLFLOW_VERSION} AS mlflow-server"
+    assert f"ARG MLFLOW_VERSION={locked['mlflow']}" in DOCKERFILE.read_text()
+    assert f"ARG PSYCOPG_VERSION={locked['psycopg']}" in DOCKERFILE.read_text()
+
+
+def test_mlflows_schema_is_upgraded_guarded_before_its_server_starts(compose: dict[str, Any]) -> None:
+    upgrade = service(compose, "mlflow-upgrade")
+    assert built_from(upgrade, "tools")  # the `mlflow` extra, which the API's image leaves out
+    assert upgrade["command"] == ["/srv/.venv/bin/python", "-m", "app", "mlflow-upgrade", "apply", "--yes"]
+    assert upgrade["restart"] == "no"
+    assert waits_for_healthy_db(upgrade)
+    assert upgrade["volumes"] == ["api-backups:/srv/backups"]  # its backup, kept
+    env = upgrade["environment"]
+    assert (env["API_DB_HOST"], env["API_DB_PORT"]) == ("mlflow-db", "5432")  # the server itself: a session lock
+    for name in ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"):
+        assert env[name] == f"${{{name}:-mlflow}}"
+    assert service(compose, "mlflow")["depends_on"]["mlflow-upgrade"] == {"condition": "service_completed_successfully"}
+    tools = stages()["tools"]
+    assert tools[0] == "FROM runtime AS tools"
+    assert any("--extra mlflow" in line for line in stages()["venv-tools"])
 
 
 def test_migrate_step_runs_once_straight_to_postgresql(compose: dict[str, Any]) -> None:
@@ -124,16 +161,26 @@ def test_migrate_step_runs_once_straight_to_postgresql(compose: dict[str, Any]) 
     assert migrate["volumes"] == ["api-backups:/srv/backups"]  # BACKUP_DIR's default in the image's /srv
     assert "api-backups" in compose["volumes"]
     assert waits_for_healthy_db(migrate)
-    dockerfile = migrate["build"]["dockerfile_inline"]
-    copied = {part for line in dockerfile.splitlines() if line.startswith("COPY ") for part in line.split()[1:-1]}
-    assert copied == {"pyproject.toml", "uv.lock", "alembic.ini", "alembic", "app"}
-    assert all((PROJECT_ROOT / path).exists() for path in copied)
+    assert built_from(migrate, "api")
+    code = stages()["code"]
+    copied = {line.split()[1] for line in code if line.startswith("COPY ")}
+    bound = set(re.findall(r"source=([\w.]+)", " ".join(stages()["venv"])))
+    assert copied | bound == {"pyproject.toml", "uv.lock", "alembic.ini", "alembic", "app"}
+    assert all((PROJECT_ROOT / path).exists() for path in copied | bound)
+    # Only that goes into the build: not .venv, .data, backups or .env from the host.
+    ignore = (PROJECT_ROOT / "deploy" / "Dockerfile.dockerignore").read_text().splitlines()
+    wanted = [f"!{path}/" if (PROJECT_ROOT / path).is_dir() else f"!{path}" for path in ("pyproject.toml", "uv.lock")]
+    wanted += [
+        f"!{path}/" if (PROJECT_ROOT / path).is_dir() else f"!{path}" for path in ("alembic.ini", "alembic", "app")
+    ]
+    assert ignore[ignore.index("*") + 1 :][: len(wanted)] == wanted
 
 
 def test_instances_start_after_the_migrate_step_and_go_through_pgbouncer(compose: dict[str, Any]) -> None:
     api = service(compose, "api")
     assert api["build"] == service(compose, "migrate")["build"]  # one image for the step and the instances
-    assert 'CMD ["/srv/.venv/bin/python", "-m", "app", "serve"]' in api["build"]["dockerfile_inline"]
+    assert 'CMD ["/srv/.venv/bin/python", "-m", "app", "serve"]' in stages()["runtime"]
+    assert stages()["api"][0] == "FROM runtime AS api"
     assert "command" not in api
     assert api["deploy"]["replicas"] == "${API_REPLICAS:-3}"
     env = api["environment"]
@@ -154,7 +201,7 @@ def test_instances_start_after_the_migrate_step_and_go_through_pgbouncer(compose
     assert "http://127.0.0.1:8000/health/ready" in " ".join(api["healthcheck"]["test"])
 
 
-@pytest.mark.parametrize("name", ["migrate", "api"])
+@pytest.mark.parametrize("name", ["migrate", "api", "mlflow-upgrade"])
 def test_every_variable_the_api_gets_is_a_setting(compose: dict[str, Any], name: str) -> None:
     fields = {field.upper() for field in Settings.model_fields}
     assert set(service(compose, name)["environment"]) <= fields
@@ -168,7 +215,9 @@ def test_pgbouncer_pools_transactions_for_the_api_database(compose: dict[str, An
     assert "* = host=mlflow-db port=5432" in ini
     assert re.search(r"^pool_mode = transaction$", ini, re.MULTILINE)
     assert re.search(r"^listen_port = 6432$", ini, re.MULTILINE)
-    assert "FROM debian:bookworm" in pgbouncer["build"]["dockerfile_inline"]  # Debian's PgBouncer, as in the tests
+    assert built_from(pgbouncer, "pgbouncer")
+    assert stages()["pgbouncer"][0] == "FROM debian:${DEBIAN_RELEASE}-slim AS pgbouncer"  # Debian's, as in the tests
+    assert "ARG DEBIAN_RELEASE=bookworm" in DOCKERFILE.read_text()
     assert waits_for_healthy_db(pgbouncer)
 
 
@@ -192,16 +241,20 @@ def test_api_image_and_process_leave_mlflow_out(compose: dict[str, Any]) -> None
     extra = {Requirement(r).name: Requirement(r).extras for r in project["optional-dependencies"]["mlflow"]}
     assert extra == {"mlflow": set(), "psycopg": {"binary"}}
     # The image installs the project's dependencies only: no extras, no dev group.
-    assert "RUN uv sync --frozen --no-dev\n" in service(compose, "api")["build"]["dockerfile_inline"]
+    (sync,) = [line for line in stages()["venv"] if "uv sync" in line]
+    assert sync.endswith("uv sync --locked --no-dev --no-install-project")
     code = "import sys, app.http.app, app.cli; print(sorted(m for m in sys.modules if m.split('.')[0] == 'mlflow'))"
     imported = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True)
     assert (imported.returncode, imported.stdout) == (0, "[]\n"), imported.stderr
 
 
-def test_root_stays_small(compose: dict[str, Any]) -> None:
+def test_one_image_definition_outside_the_root(compose: dict[str, Any]) -> None:
     assert not (PROJECT_ROOT / "Dockerfile").exists()
-    for name in ("mlflow", "migrate", "api", "pgbouncer"):
-        assert "dockerfile" not in service(compose, name)["build"]
+    assert not (PROJECT_ROOT / ".dockerignore").exists()
+    built = {name: spec["build"] for name, spec in compose["services"].items() if "build" in spec}
+    assert set(built) == {"mlflow-upgrade", "mlflow", "migrate", "pgbouncer", "api"}
+    assert {spec["dockerfile"] for spec in built.values()} == {"deploy/Dockerfile"}
+    assert {spec["target"] for spec in built.values()} <= set(stages())
 
 
 @pytest.fixture

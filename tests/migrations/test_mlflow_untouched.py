@@ -23,50 +23,18 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from app.cli import main
-from app.cli.mlflow import backend_store_uri, mlflow_address
-from app.db.server import embedded_bin_dir
 from app.http.app import create_app
+from app.mlflow.store import backend_store_uri, mlflow_address
 from app.settings import PROJECT_ROOT, Settings
 from tests.support.databases import FAST_HASHING, Databases
 from tests.support.live_server import free_port
-from tests.support.mlflow import mlflow_db_upgrade
+from tests.support.mlflow import mlflow_db_upgrade, snapshot
 
 pytestmark = pytest.mark.slow  # MLflow's server and every command
 
 SERVE_DEADLINE = 60.0
 # `just mlflow` may first install the `mlflow` extra (from uv's cache: seconds) before MLflow starts.
 MLFLOW_DEADLINE = 180.0
-
-_NOT_OURS = "schemaname NOT IN ('pg_catalog', 'information_schema') AND schemaname IS DISTINCT FROM $1"
-_TABLES = f"SELECT format('%I.%I', schemaname, tablename) FROM pg_tables WHERE {_NOT_OURS} ORDER BY 1"
-_SEQUENCES = (
-    f"SELECT format('%I.%I', schemaname, sequencename), last_value FROM pg_sequences WHERE {_NOT_OURS} ORDER BY 1"
-)
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """MLflow's schema as pg_dump prints it, and a digest of every table's rows and every sequence's position."""
-
-    schema: str
-    tables: dict[str, tuple[int, str]]
-    sequences: dict[str, int | None]
-
-
-def snapshot(pg: Databases, database: str, api_schema: str | None = None) -> Snapshot:
-    """Everything in `database` but the API's own schema (when it has one there)."""
-    env = {**os.environ, **pg.address.libpq_env(database)}
-    # A fixed \restrict key: pg_dump draws a random one per run, which would differ between two identical dumps.
-    dump = [str(embedded_bin_dir() / "pg_dump"), "--schema-only", "--restrict-key=bikerental"]
-    dump += [f"--exclude-schema={api_schema}"] if api_schema else []
-    ddl = subprocess.run(dump, env=env, capture_output=True, text=True, check=True).stdout
-    tables: dict[str, tuple[int, str]] = {}
-    for (table,) in pg.query(database, _TABLES, api_schema):
-        digest = f"SELECT count(*), md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t::text), '')) FROM {table} t"
-        count, md5 = pg.query(database, digest)[0]
-        tables[table] = (count, md5)
-    sequences = dict(pg.query(database, _SEQUENCES, api_schema))
-    return Snapshot(schema=ddl, tables=tables, sequences=sequences)
 
 
 def fill_through_mlflow(tracking_uri: str, artifacts: Path) -> None:
