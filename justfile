@@ -88,12 +88,12 @@ db-stop:
 # Run the test suite (arguments go to pytest); compiles bytecode first, which commands the tests start then reuse
 test *args:
     uv sync --quiet --compile-bytecode --inexact
-    uv run pytest -n auto --maxprocesses 4 "$@"
+    uv run pytest -n auto --maxprocesses 4 --dist worksteal "$@"
 
 # The quick tier, for your own loop: every test but the slow ones (balancer, browser, compose, Schemathesis, MLflow's server)
 test-fast *args:
     uv sync --quiet --compile-bytecode --inexact
-    uv run pytest -n auto --maxprocesses 4 -m "not slow" "$@"
+    uv run pytest -n auto --maxprocesses 4 --dist worksteal -m "not slow" "$@"
 
 # Benchmark: GET /me against a bare Litestar app (wrk), hashing vs sign-ups, health under load, memory; a million users
 bench:
@@ -133,3 +133,11 @@ down *args:
 # Follow the Docker services' logs (all, or the ones named: `just logs api`)
 logs *args:
     docker compose logs --follow "$@"
+
+# Render a Kubernetes overlay as it would be applied (offline): `just k8s-render deploy/kubernetes/overlays/example`
+k8s-render overlay:
+    @kubectl kustomize "$1"
+
+# Release to the cluster of kubectl's current context: MLflow upgrade and expand Jobs, rollout, contract Job
+k8s-deploy overlay:
+    deploy/kubernetes/deploy.sh "$1"

@@ -23,6 +23,7 @@ from tests.support.tools import shared_redis
 
 # The longest tests start first, so that two workers finish together instead of one waiting on the other's last test.
 LONGEST_FIRST = (
+    "test_kubernetes_rehearsal.py",
     "test_rollout_across_releases.py",
     "test_contract.py",
     "test_rolling_restart.py",

@@ -302,6 +302,13 @@ def test_init_script_creates_the_api_database(
         assert tuple(flags) == (True, True, False)
 
 
+def test_kubernetes_makes_the_api_database_as_compose_does(compose: dict[str, Any]) -> None:
+    """deploy/kubernetes's PostgreSQL runs this same script: both deploys start from the same databases and roles."""
+    script = PROJECT_ROOT / "deploy" / "kubernetes" / "components" / "postgres" / "10-create-api-database.sh"
+    body = "".join(line for line in script.read_text().splitlines(keepends=True) if not line.startswith("#"))
+    assert body.strip() == init_script(compose).strip()
+
+
 def compose_cli() -> list[str] | None:
     """`docker compose` or `docker-compose`, whichever answers; None when neither is installed."""
     for cli in (["docker", "compose"], ["docker-compose"]):

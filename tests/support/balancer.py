@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,9 +28,9 @@ from tests.support.tools import debian_tool, shared_redis
 # Two, and a check time-out of its own, so that a probe slowed by a busy machine does not take a healthy instance out
 # (with every instance out, HAProxy itself answers 503).
 CHECK = "check inter 200ms fall 2 rise 1"
-# Steady load, not a flood: each client loop sends a request every 20 ms at most, so the machine is left for the rest
-# of the suite.
-PACE_SECONDS = 0.02
+# Steady load, not a flood: each client loop sends a request every 50 ms at most (about 20 a second), enough to land
+# in every window a deploy opens, and little enough that the tests running beside it keep the machine.
+PACE_SECONDS = 0.05
 DEADLINE = 60.0
 
 
@@ -82,15 +82,23 @@ class Balancer:
     stats: Path
     process: subprocess.Popen[bytes]
 
-    def states(self) -> dict[str, str]:
-        """Each server's state as HAProxy sees it: UP, DOWN, ..."""
+    def _command(self, command: str) -> str:
         with socket.socket(socket.AF_UNIX) as sock:
             sock.connect(str(self.stats))
-            sock.sendall(b"show stat\n")
+            sock.sendall(f"{command}\n".encode())
             data = b""
             while chunk := sock.recv(65536):
                 data += chunk
-        lines = data.decode().splitlines()
+        return data.decode()
+
+    def route(self, server: str, ready: bool) -> None:
+        """Put a server in rotation or take it out (what a Service's endpoints do as readiness changes)."""
+        said = self._command(f"set server instances/{server} state {'ready' if ready else 'maint'}")
+        assert not said.strip(), said
+
+    def states(self) -> dict[str, str]:
+        """Each server's state as HAProxy sees it: UP, DOWN, MAINT, ..."""
+        lines = self._command("show stat").splitlines()
         header = lines[0].lstrip("# ").split(",")
         rows = [dict(zip(header, line.split(","), strict=False)) for line in lines[1:] if line]
         return {
@@ -108,19 +116,31 @@ class Balancer:
 
 
 @contextmanager
-def haproxy(folder: Path, instances: int) -> Iterator[tuple[Balancer, list[int]]]:
-    """HAProxy in front of `instances` ports (nothing listens on them yet), sending requests to the ready ones."""
+def haproxy(folder: Path, instances: int, *, endpoints: bool = False) -> Iterator[tuple[Balancer, list[int]]]:
+    """HAProxy in front of `instances` ports (nothing listens on them yet), sending requests to the ready ones.
+
+    `endpoints`: as a Kubernetes Service does, it checks nothing and retries nothing: each server starts out of
+    rotation and goes in and out when told (Balancer.route), as the kubelet's readiness probes decide.
+    """
     ports = [free_port() for _ in range(instances)]
     port, stats = free_port(), folder / "haproxy.sock"
-    servers = "\n".join(f"  server i{n} 127.0.0.1:{p} {CHECK}" for n, p in enumerate(ports))
+    each = "disabled" if endpoints else CHECK
+    servers = "\n".join(f"  server i{n} 127.0.0.1:{p} {each}" for n, p in enumerate(ports))
+    # A connection refused or reset by an instance that has just stopped is retried on another one; a Service's
+    # endpoints retry nothing.
+    retries = (
+        "  retries 0\n"
+        if endpoints
+        else "  retries 3\n  option redispatch 1\n  retry-on conn-failure empty-response response-timeout\n"
+    )
+    checks = "" if endpoints else "  option httpchk GET /health/ready\n  http-check expect status 200\n"
     config = folder / "haproxy.cfg"
     config.write_text(
         f"global\n  stats socket {stats} level admin\n"
         "defaults\n  mode http\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\n  timeout check 5s\n"
-        # A connection refused or reset by an instance that has just stopped is retried on another one.
-        "  retries 3\n  option redispatch 1\n  retry-on conn-failure empty-response response-timeout\n"
+        f"{retries}"
         f"frontend api\n  bind 127.0.0.1:{port}\n  default_backend instances\n"
-        "backend instances\n  balance roundrobin\n  option httpchk GET /health/ready\n  http-check expect status 200\n"
+        f"backend instances\n  balance roundrobin\n{checks}"
         f"{servers}\n"
     )
     process = subprocess.Popen(
@@ -146,6 +166,7 @@ class Load:
     answers: Counter[str] = field(default_factory=Counter)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     names: Iterator[int] = field(default_factory=itertools.count)
+    sign_up_every: float = PACE_SECONDS
 
     def note(self, what: str, response: httpx.Response | None, error: Exception | None = None) -> None:
         self.answers[
@@ -160,7 +181,7 @@ class Load:
                 self.note("register", await client.post("/api/v1/register", json=body))
             except httpx.HTTPError as exc:
                 self.note("register", None, exc)
-            await asyncio.sleep(PACE_SECONDS)
+            await asyncio.sleep(self.sign_up_every)
 
     async def reads(self, client: httpx.AsyncClient, token: str) -> None:
         while not self.stop.is_set():
@@ -172,12 +193,22 @@ class Load:
 
 
 @asynccontextmanager
-async def steady_load(balancer: Balancer, readers: int = 3) -> AsyncIterator[Load]:
-    """Sign-ups and `readers` loops of authenticated reads through the balancer for the block; the answers counted."""
+async def steady_load(
+    balancer: Balancer,
+    readers: int = 1,
+    *,
+    verify: Callable[[str], Awaitable[object]] | None = None,
+    sign_up_every: float = PACE_SECONDS,
+) -> AsyncIterator[Load]:
+    """Sign-ups and `readers` loops of authenticated reads through the balancer for the block; the answers counted.
+    `verify` marks the reader's email verified (for a service that requires it) before it logs in; a sign-up at most
+    every `sign_up_every` seconds (a service's own rate limit allows so many)."""
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{balancer.port}", timeout=30) as client:
-        load = Load(str(client.base_url))
+        load = Load(str(client.base_url), sign_up_every=sign_up_every)
         body = {"username": "reader", "email": "reader@example.com", "password": "secret123"}
         assert (await client.post("/api/v1/register", json=body)).status_code == 201
+        if verify is not None:
+            await verify("reader")
         login = await client.post("/api/v1/login", json={"username": "reader", "password": "secret123"})
         token = login.json()["access_token"]
         workers = [
