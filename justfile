@@ -61,6 +61,10 @@ lint-migrations:
 check-compat *ref:
     {{ app }} check-compat "$@"
 
+# Schemathesis against this checkout's service: a fresh random seed, every phase, for SECONDS (300); `--seed N` again
+fuzz *args:
+    {{ app }} fuzz "$@"
+
 # pg_dump the API database into backups/ (migrate, downgrade, reset and restore also take one first)
 backup:
     {{ app }} backup

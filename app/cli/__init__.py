@@ -15,6 +15,8 @@ from pydantic import ValidationError
 from app.cli.compat import cmd_check_compat
 from app.cli.context import CommandContext
 from app.cli.data import cmd_backup, cmd_create_admin, cmd_init, cmd_reset, cmd_restore, cmd_seed
+from app.cli.fuzz import add_arguments as add_fuzz_arguments
+from app.cli.fuzz import cmd_fuzz
 from app.cli.mlflow_upgrade import APPLY, PLAN, REHEARSE, RESTORE, cmd_mlflow_upgrade
 from app.cli.schema import (
     cmd_check,
@@ -78,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("lint-migrations", cmd_lint_migrations, "lint each revision's SQL with squawk (locks, lost data)")
     p = add("check-compat", cmd_check_compat, "prove the previous release works on this checkout's expand revisions")
     p.add_argument("ref", nargs="?", help="the previous release (default: the commit before the newest revision file)")
+    add_fuzz_arguments(add("fuzz", cmd_fuzz, "fuzz the service with Schemathesis: a fresh seed, every phase, SECONDS"))
     add("backup", cmd_backup, "pg_dump the API database into the backup folder")
     p = add("restore", cmd_restore, "restore the API database from a backup (the newest by default; asks first)")
     p.add_argument("file", nargs="?", help="an archive path, or a file name in the backup folder")

@@ -9,7 +9,6 @@ through a user's journey and by Schemathesis from its own OpenAPI document.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -25,8 +24,10 @@ import httpx
 import sqlalchemy as sa
 from alembic.script import ScriptDirectory
 
+from app.cli import schemathesis
 from app.cli.context import CommandContext
 from app.cli.processes import answers_200, free_port, stop_group
+from app.cli.schemathesis import FUZZ_ADMIN
 from app.errors import SetupError
 from app.migrations.lineage import listed
 from app.migrations.lock import run_locked
@@ -36,10 +37,6 @@ from app.migrations.rollout import UpgradePlan, apply_upgrade
 from app.migrations.scratch import scratch_database
 from app.settings import PROJECT_ROOT, Settings
 
-SCHEMATHESIS_CONFIG = PROJECT_ROOT / "app" / "cli" / "schemathesis.toml"
-# The admin Schemathesis logs in as (SCHEMATHESIS_CONFIG).
-FUZZ_ADMIN = ("fuzz_admin", "fuzz_admin@example.com", "fuzz admin password")
-CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
 STARTUP_SECONDS = 90.0
 # The instances of the previous release: cheap hashing, no limits in the way of a fuzzer, logs as text.
 SERVICE_SETTINGS = {
@@ -72,6 +69,16 @@ class Release:
     root: Path
     python: str
 
+    def run(self, env: dict[str, str], *args: str) -> str:
+        """Its `python -m app ARGS`; the output, or IncompatibleError with what it said."""
+        result = subprocess.run(
+            [self.python, "-m", "app", *args], cwd=self.root, env=env, capture_output=True, text=True, check=False
+        )
+        if result.returncode != 0:
+            said = (result.stderr.strip() or result.stdout.strip()).splitlines()[-1:] or ["no output"]
+            raise IncompatibleError(f"its `{' '.join(args)}` failed: {said[0]}")
+        return result.stdout
+
 
 def git(*args: str, cwd: Path = PROJECT_ROOT) -> str:
     result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
@@ -91,6 +98,12 @@ def previous_release(ref: str | None) -> str:
         return git("rev-parse", "--verify", f"{newest}^")
     except SetupError:
         raise SetupError(f"{newest[:10]} added the first revisions: there is no previous release") from None
+
+
+def this_checkout() -> Release:
+    """This checkout as a release, run by this Python."""
+    title = git("log", "-1", "--format=%h %<(60,trunc)%s").strip()
+    return Release(git("rev-parse", "HEAD"), title, PROJECT_ROOT, sys.executable)
 
 
 @contextmanager
@@ -153,17 +166,6 @@ class Instance:
         return " / ".join(lines[-3:]) or "nothing logged"
 
 
-def run_command(release: Release, env: dict[str, str], *args: str) -> str:
-    """`python -m app ARGS` of the release; its output, or IncompatibleError with what it said."""
-    result = subprocess.run(
-        [release.python, "-m", "app", *args], cwd=release.root, env=env, capture_output=True, text=True, check=False
-    )
-    if result.returncode != 0:
-        said = (result.stderr.strip() or result.stdout.strip()).splitlines()[-1:] or ["no output"]
-        raise IncompatibleError(f"its `{' '.join(args)}` failed: {said[0]}")
-    return result.stdout
-
-
 def fill(url: str, riders: int = 5) -> None:
     """Accounts and sessions made through the previous release's own service."""
     with httpx.Client(base_url=url, timeout=30) as client:
@@ -203,24 +205,19 @@ def _expect(response: httpx.Response, status: int, what: str | None = None) -> h
     return response
 
 
-def schemathesis(url: str, folder: Path) -> str:
-    """Schemathesis from the service's own document (examples, fuzzing, stateful); a summary, or the failures."""
-    if (
-        shutil.which("schemathesis", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]))
-        is None
-    ):
-        raise SetupError("schemathesis is not installed; run `uv sync` (it comes with the dev dependencies)")
+def contract(url: str, folder: Path) -> str:
+    """Schemathesis from the service's own document, as the suite runs it; a summary, or the failures."""
+    schemathesis.require_schemathesis()
     report = folder / "schemathesis.json"
-    command = [sys.executable, "-m", "schemathesis.cli", "--config-file", str(SCHEMATHESIS_CONFIG), "run"]
-    command += [f"{url}/schema/openapi.json", f"--checks={CHECKS}", "--phases=examples,fuzzing,stateful", "--seed=1"]
-    command += ["--report=json", f"--report-json-path={report}"]
-    result = subprocess.run(command, cwd=folder, capture_output=True, text=True, check=False)
-    summary = json.loads(report.read_text()) if report.exists() else {}
-    failures = summary.get("failures") or []
-    if result.returncode != 0 or failures or summary.get("errors"):
-        found = "; ".join(str(failure)[:200] for failure in failures[:3]) or result.stdout.strip()[-600:]
-        raise IncompatibleError(f"Schemathesis found {len(failures) or 'a'} failure(s): {found}")
-    return f"{summary['test_cases']['generated']} cases in {summary['running_time']:.1f} s, no failure"
+    run = schemathesis.command(f"{url}/schema/openapi.json", report, seed=1, phases=schemathesis.QUICK_PHASES)
+    result = subprocess.run(
+        run, cwd=folder, env=schemathesis.environment(), capture_output=True, text=True, check=False
+    )
+    summary = schemathesis.Report.read(report) if report.exists() else None
+    if result.returncode != 0 or summary is None or summary.failures or summary.errors:
+        found = "; ".join(str(failure)[:200] for failure in (summary.failures if summary else [])[:3])
+        raise IncompatibleError(f"Schemathesis found a failure: {found or result.stdout.strip()[-600:]}")
+    return str(summary)
 
 
 def check_compat(ctx: CommandContext, ref: str | None) -> int:
@@ -244,13 +241,13 @@ def check_compat(ctx: CommandContext, ref: str | None) -> int:
         instances: list[Instance] = []
         stack.callback(_stop_all, instances)
         try:
-            run_command(release, env, "init")
+            release.run(env, "init")
             # As in production: this one migrates nothing; the fresh one below migrates on startup, which has nothing
             # of its own to apply and must leave the newer schema as it is.
             running = Instance(release, {**env, "MIGRATE_ON_STARTUP": "false"}, folder / "running.log")
             instances.append(running)
             running.start()
-            run_command(release, {**env, "ADMIN_PASSWORD": FUZZ_ADMIN[2]}, "create-admin", *FUZZ_ADMIN[:2])
+            release.run({**env, "ADMIN_PASSWORD": FUZZ_ADMIN[2]}, "create-admin", *FUZZ_ADMIN[:2])
             fill(running.url)
             applied = _expand(ctx, scratch)
             print(f"Made and filled by its own code; this checkout's expand {listed(applied)} applied under it.")
@@ -261,7 +258,7 @@ def check_compat(ctx: CommandContext, ref: str | None) -> int:
             print(f"A fresh instance of it started on the new schema and was ready in {restarted.start():.1f} s.")
             journey(restarted.url)
             print("Sign-up, login, refresh, /me, a list page and a logout: each answered as its document says.")
-            print(f"Schemathesis from its own document: {schemathesis(restarted.url, folder)}.")
+            print(f"Schemathesis from its own document: {contract(restarted.url, folder)}.")
         except IncompatibleError as exc:
             expand = [revision for revision in new if revisions.phases[revision] == EXPAND]
             raise IncompatibleError(

@@ -10,3 +10,8 @@ class Repository:
 
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
+
+
+def storable(text: str) -> bool:
+    """False for text PostgreSQL cannot hold (it has NUL): no row has it, so a lookup of it finds nothing."""
+    return "\x00" not in text

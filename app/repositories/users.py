@@ -14,7 +14,7 @@ from sqlmodel import col, delete, select, update
 from app.db.models import EMAIL_UNIQUE, USERNAME_UNIQUE, DBRole, DBUser, UserRoleLink
 from app.db.pg_errors import constraint_name
 from app.errors import AlreadyRegisteredError, RoleMissingError
-from app.repositories.base import Repository
+from app.repositories.base import Repository, storable
 
 # The unique indexes that decide who gets a name, and the field each one guards.
 _UNIQUE_FIELDS = {str(USERNAME_UNIQUE.name): "username", str(EMAIL_UNIQUE.name): "email"}
@@ -118,8 +118,8 @@ class UserRepository(Repository):
 
     async def find_credentials(self, identifier: str) -> tuple[UserRecord, str] | None:
         """The user whose username or email is `identifier` (ignoring case), with its password hash."""
-        if "\x00" in identifier:
-            return None  # PostgreSQL text cannot hold NUL, so no name or email has one (and it would refuse to compare)
+        if not storable(identifier):
+            return None
         row = (await self.session.exec(_CREDENTIALS, params={"identifier": identifier})).one_or_none()
         if row is None:
             return None
@@ -184,6 +184,8 @@ class UserRepository(Repository):
 
     async def find_by_email(self, email: str) -> UserRecord | None:
         """The active user with this email (ignoring case), or None."""
+        if not storable(email):
+            return None
         wanted = func.lower(DBUser.email) == func.lower(email)
         row = (await self.session.exec(_WITH_ROLES.where(wanted, col(DBUser.is_active)))).one_or_none()
         return user_record(*row) if row else None
