@@ -44,7 +44,7 @@ def hashers_per_worker(settings: Settings, workers: int) -> int:
 def run_workers(settings: Settings, workers: int) -> None:
     """Serve with `workers` processes until SIGINT or SIGTERM, which each worker gets and handles as `serve` does."""
     worker_settings = settings.model_copy(update={"hash_workers": hashers_per_worker(settings, workers)})
-    # Each worker has its own pools: the engine's DB_POOL_SIZE and the lookup pool's half of it.
+    # Each worker has its own pools: the engine's DB_POOL_SIZE and the lookup pool's twice that.
     connections = workers * (settings.db_pool_size + lookup_pool_size(settings))
     with _listen(settings) as listener, contextlib.ExitStack() as cleanup:
         logger.info(

@@ -88,7 +88,8 @@ def service_lifespan(settings: Settings, metrics: Metrics, *, bootstrapped: bool
                         "lookup": lambda: lookup_connections_in_use(lookup),
                     },
                 )
-                refreshing = asyncio.create_task(metrics.keep_refreshing(), name="refresh gauges")
+                if metrics.polled:  # several workers: the others' scrapes read this one's gauges from its files
+                    refreshing = asyncio.create_task(metrics.keep_refreshing(), name="refresh gauges")
             yield
         finally:
             for task in (refreshing, pruning, beating):

@@ -59,12 +59,23 @@ class Metrics:
         self._watched: list[tuple[Gauge, Callable[[], int]]] = []
 
     def watch(self, hash_queue: Callable[[], int], pools: dict[str, Callable[[], int]]) -> None:
-        """Read the gauges from these at each refresh (the app's lifespan hands them over once it owns them)."""
+        """Read the gauges from these (the app's lifespan hands them over once it owns them): when scraped, in one
+        process; in multiprocess mode, at each refresh, since other workers' scrapes read the files."""
         pool_gauges = [(self.pool_in_use.labels(name), in_use) for name, in_use in pools.items()]
-        self._watched = [(self.hash_queue, hash_queue), *pool_gauges]
+        watched = [(self.hash_queue, hash_queue), *pool_gauges]
+        if self.multiprocess_dir is None:
+            for gauge, read in watched:
+                gauge.set_function(read)  # nothing runs between scrapes
+            return
+        self._watched = watched
+
+    @property
+    def polled(self) -> bool:
+        """True when the gauges have to be written out periodically (`keep_refreshing`) for other workers."""
+        return bool(self._watched)
 
     def refresh(self) -> None:
-        """Bring this process's gauges up to date."""
+        """Bring this process's gauges up to date (multiprocess mode)."""
         for gauge, read in self._watched:
             gauge.set(read())
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -39,6 +40,10 @@ class ActiveUserLookup:
     def __init__(self, pool: asyncpg.Pool, acquire_timeout: float, schema: str | None = None) -> None:
         self.pool = pool
         self.acquire_timeout = acquire_timeout
+        # Requests take their turn at the pool first come, first served: asyncpg's own queue lets a newcomer take a
+        # connection just released from under a request woken to take it, which then goes to the back of the queue
+        # (under a flood, a tail of several times the median wait).
+        self._turns = asyncio.Semaphore(pool.get_max_size())
         # The statement names API_DB_SCHEMA itself: through PgBouncer the connection has no search_path of ours.
         in_schema: dict[str, Any] = {"schema_translate_map": {None: schema}, "render_schema_translate": True}
         compiled = _ACTIVE_BY_ID.compile(
@@ -49,9 +54,18 @@ class ActiveUserLookup:
         self._sql = str(compiled)
 
     async def __call__(self, user_id: int, session_id: uuid.UUID) -> UserRecord | None:
-        # A flood waits at most the pool time-out, then fails like the engine's pool does (TimeoutError: 503).
-        async with self.pool.acquire(timeout=self.acquire_timeout) as connection:
-            row = await connection.fetchrow(self._sql, user_id, session_id)
+        if self._turns.locked():
+            # A flood waits at most the pool time-out, then fails like the engine's pool does (TimeoutError: 503).
+            async with asyncio.timeout(self.acquire_timeout):
+                await self._turns.acquire()
+        else:
+            await self._turns.acquire()  # at once: no timer on the path of a request that need not wait
+        try:
+            # No time-out here: asyncpg would run the acquire as a task of its own. A turn means a free connection.
+            async with self.pool.acquire() as connection:
+                row = await connection.fetchrow(self._sql, user_id, session_id)
+        finally:
+            self._turns.release()
         return user_record(_Columns(row), row["roles"]) if row is not None else None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 import uuid
 from datetime import timedelta
 
@@ -15,11 +16,13 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.db.engine import create_api_engine
+from app.db.provision import connect
 from app.http.app import create_app
 from app.services.login_sessions import start_session
 from app.services.maintenance import prune_expired, prune_periodically
 from tests.support.accounts import PASSWORD, bearer, grant_directly, log_in, refresh, sign_up
 from tests.support.databases import FAST_HASHING, Databases
+from tests.support.live_server import live_server
 
 Client = AsyncTestClient[Litestar]
 THIRTY_DAYS = 30 * 24 * 3600
@@ -265,3 +268,27 @@ async def test_a_login_whose_password_was_changed_while_it_was_checked_starts_no
         assert await start_session(sessions, user_id, None, lifetime, password_hash="reset meanwhile") is not None
     finally:
         await engine.dispose()
+
+
+async def test_a_flood_of_reads_waits_its_turn_at_most_the_pool_time_out_then_gets_503(
+    pg: Databases, api_db: str
+) -> None:
+    # Two connections for the authenticated read (2 x DB_POOL_SIZE), each request waits at most half a second.
+    settings = pg.settings(api_db, **FAST_HASHING, db_pool_size=1, db_pool_timeout=0.5)
+    async with live_server(create_app(settings)) as client:
+        await sign_up(client, "alice")
+        reader = bearer(await log_in(client, "alice"))
+        blocker = await connect(pg.address, api_db)
+        try:
+            async with blocker.transaction():
+                await blocker.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")  # every read of users waits
+                started = time.monotonic()
+                flood = await asyncio.gather(*(client.get("/api/v1/me", headers=reader) for _ in range(6)))
+                waited = time.monotonic() - started
+        finally:
+            await blocker.close()
+        assert [response.status_code for response in flood] == [503] * 6
+        assert all(response.headers["retry-after"] for response in flood)
+        # Two served at a time, each given up after 0.5 s: three turns, not six requests waiting in a line.
+        assert waited < 3.0
+        assert (await client.get("/api/v1/me", headers=reader)).status_code == 200

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Litestar
-from litestar.testing import AsyncTestClient
+import httpx
 
 from tests.support.databases import Databases
 
-Client = AsyncTestClient[Litestar]
+Client = httpx.AsyncClient  # an in-process test client, or a client of a live server
 PASSWORD = "secret123"
 
 
