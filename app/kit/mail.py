@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
 import smtplib
 import ssl
 import threading
@@ -75,7 +76,7 @@ def mail_backend(settings: Settings) -> MailBackend:
 
 
 class Outbox:
-    """A bounded queue of mails and the task that delivers them, a few at a time, each on a thread of its own."""
+    """A bounded queue of mails and the task that delivers them, a few at a time, each on a thread."""
 
     def __init__(
         self,
@@ -91,6 +92,7 @@ class Outbox:
         self.retry_delay = retry_delay  # doubles after each failed attempt
         self._queue: asyncio.Queue[Mail] = asyncio.Queue(capacity)
         self._slots = asyncio.Semaphore(concurrency)
+        self._threads = DaemonThreads(concurrency)  # a thread for each delivery at once
         self._deliveries: set[asyncio.Task[None]] = set()
         self._worker: asyncio.Task[None] | None = None
 
@@ -133,7 +135,7 @@ class Outbox:
     async def _deliver(self, mail: Mail) -> None:
         for attempt in range(1, self.attempts + 1):
             try:
-                await in_daemon_thread(self.backend.send, mail)
+                await self._threads.run(self.backend.send, mail)
             except Exception as exc:
                 # The exception's type only: a server's reply may quote what it was sent.
                 failure = f"{type(exc).__name__}, attempt {attempt} of {self.attempts}"
@@ -147,30 +149,46 @@ class Outbox:
                 return
 
 
-async def in_daemon_thread(blocking: Callable[[Mail], None], mail: Mail) -> None:
-    """Run `blocking(mail)` in a thread of its own that the process does not wait for at exit.
+class DaemonThreads:
+    """Threads for blocking sends, started on first use and then kept.
 
-    An executor's threads are joined at exit: one stuck on a silent mail server would hold a stopping instance past
-    its grace period. This one ends at its socket time-out, or with the process.
+    Not an executor: its threads are joined at exit, and one stuck on a silent mail server would hold a stopping
+    instance past its grace period; these end at their socket time-out, or with the process. Not a thread per mail
+    either: `Thread.start` waits until the new thread runs, a stall of the event loop while the hashers hold the cores.
     """
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[None] = loop.create_future()
 
-    def settle(error: BaseException | None) -> None:
-        if done.done():
-            return  # the delivery was cancelled meanwhile
-        if error is None:
-            done.set_result(None)
-        else:
-            done.set_exception(error)
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self._started = 0
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
 
-    def run() -> None:
-        try:
-            blocking(mail)
-        except BaseException as exc:
-            loop.call_soon_threadsafe(settle, exc)
-        else:
-            loop.call_soon_threadsafe(settle, None)
+    async def run(self, blocking: Callable[[Mail], None], mail: Mail) -> None:
+        """Run `blocking(mail)` on one of the threads; its exception, if any, is raised here."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
 
-    threading.Thread(target=run, name="mail", daemon=True).start()
-    await done
+        def settle(error: BaseException | None) -> None:
+            if done.done():
+                return  # the delivery was cancelled meanwhile
+            if error is None:
+                done.set_result(None)
+            else:
+                done.set_exception(error)
+
+        def job() -> None:
+            try:
+                blocking(mail)
+            except BaseException as exc:
+                loop.call_soon_threadsafe(settle, exc)
+            else:
+                loop.call_soon_threadsafe(settle, None)
+
+        self._jobs.put(job)
+        if self._started < self.count:
+            self._started += 1
+            threading.Thread(target=self._work, name="mail", daemon=True).start()
+        await done
+
+    def _work(self) -> None:
+        while True:
+            self._jobs.get()()
