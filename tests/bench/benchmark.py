@@ -109,10 +109,10 @@ async def measure(port: int, pid: int, settings: Settings, database: str) -> Non
         await me_against_the_floor(base, pid, settings, database)
         await register_many(client, 8, "warm", concurrency=8)
         # Raw hashing measured just before and after the HTTP run, so both see the same machine.
-        before = await asyncio.to_thread(raw_hash_rate, settings, 24)
+        before = await asyncio.to_thread(raw_hash_rate, settings, 48)
         workers = hash_worker_count(settings)
-        rate, codes = await register_many(client, 30 * workers, "rate", concurrency=max(8, 4 * workers))
-        after = await asyncio.to_thread(raw_hash_rate, settings, 24)
+        rate, codes = await register_many(client, 60 * workers, "rate", concurrency=max(8, 4 * workers))
+        after = await asyncio.to_thread(raw_hash_rate, settings, 48)
         assert set(codes) == {201}, codes
         hash_rate = (before + after) / 2
         print(
