@@ -38,6 +38,12 @@ class AccountTokenRepository(Repository):
         statement = insert(DBAccountToken).from_select(["token_hash", "user_id", "purpose", "expires_at"], values)
         return bool((await self.session.exec(statement)).rowcount)
 
+    async def issue_first(self, user_id: int, purpose: Purpose, token_hash: str, lifetime: timedelta) -> None:
+        """Store the first token of a user created in this transaction: no other transaction sees the user yet, so
+        there is no earlier token to wait for or to check."""
+        values = {"token_hash": token_hash, "user_id": user_id, "purpose": str(purpose), "expires_at": _NOW + lifetime}
+        await self.session.exec(insert(DBAccountToken).values(values))
+
     async def usable(self, purpose: Purpose, token_hash: str) -> int | None:
         """The user id of an unused, unexpired token, or None; changes nothing."""
         statement = select(DBAccountToken.user_id).where(_usable(purpose, token_hash))

@@ -82,6 +82,15 @@ async def issue_verification(session: AsyncSession, mails: MailedTokens, user: U
     return await _issue(session, user, Purpose.VERIFY_EMAIL, mails.verification_lifetime, mails.verification_mail)
 
 
+async def issue_first_verification(session: AsyncSession, mails: MailedTokens, user: UserRecord) -> Mail:
+    """The verification token of a user created in the caller's transaction; the mail to send once it commits."""
+    token, digest = new_token()
+    await AccountTokenRepository(session).issue_first(
+        user.id, Purpose.VERIFY_EMAIL, digest, mails.verification_lifetime
+    )
+    return mails.verification_mail(user, token)
+
+
 async def resend_verification(
     session_maker: async_sessionmaker[AsyncSession], outbox: Outbox, mails: MailedTokens, email: str
 ) -> None:

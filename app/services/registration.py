@@ -10,7 +10,7 @@ from app.kit.mail import Outbox
 from app.kit.passwords import PasswordHashing
 from app.repositories.users import NewUser, UserRecord, UserRepository
 from app.roles import RoleName
-from app.services.mailed_tokens import MailedTokens, issue_verification
+from app.services.mailed_tokens import MailedTokens, issue_first_verification
 
 
 async def register_user(
@@ -31,7 +31,6 @@ async def register_user(
     new_user = NewUser(username=username, email=email, full_name=full_name, hashed_password=hashed_password)
     async with session_maker.begin() as session:
         user = await UserRepository(session).create_with_role(new_user, RoleName.USER)
-        mail = await issue_verification(session, mails, user)
-    if mail is not None:
-        outbox.send(mail)  # queued: the request does not wait on the mail server
+        mail = await issue_first_verification(session, mails, user)
+    outbox.send(mail)  # queued: the request does not wait on the mail server
     return user
