@@ -99,7 +99,7 @@ test-fast *args:
     uv sync --quiet --compile-bytecode --inexact
     uv run pytest -n auto --maxprocesses 4 --dist worksteal -m "not slow" "$@"
 
-# Benchmark: GET /me against a bare Litestar app (wrk), hashing vs sign-ups, health under load, memory; a million users
+# Benchmark: idle CPU, GET /me against a bare Litestar app (wrk), hashing vs sign-ups, health under load, memory; a million users
 bench:
     uv run python -m tests.bench.benchmark
     uv run python -m tests.bench.bench_million
