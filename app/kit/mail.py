@@ -7,6 +7,7 @@ carries a token) and tried again, a few times, with a growing delay.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import smtplib
@@ -118,6 +119,7 @@ class Outbox:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            self._threads.close()
 
     async def _run(self) -> None:
         while True:
@@ -160,7 +162,7 @@ class DaemonThreads:
     def __init__(self, count: int) -> None:
         self.count = count
         self._started = 0
-        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
 
     async def run(self, blocking: Callable[[Mail], None], mail: Mail) -> None:
         """Run `blocking(mail)` on one of the threads; its exception, if any, is raised here."""
@@ -176,12 +178,13 @@ class DaemonThreads:
                 done.set_exception(error)
 
         def job() -> None:
+            error: BaseException | None = None
             try:
                 blocking(mail)
             except BaseException as exc:
-                loop.call_soon_threadsafe(settle, exc)
-            else:
-                loop.call_soon_threadsafe(settle, None)
+                error = exc
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits for the answer
+                loop.call_soon_threadsafe(settle, error)
 
         self._jobs.put(job)
         if self._started < self.count:
@@ -189,6 +192,12 @@ class DaemonThreads:
             threading.Thread(target=self._work, name="mail", daemon=True).start()
         await done
 
+    def close(self) -> None:
+        """Let each thread end once it is done with what it runs now."""
+        for _ in range(self._started):
+            self._jobs.put(None)
+        self._started = 0
+
     def _work(self) -> None:
-        while True:
-            self._jobs.get()()
+        while (job := self._jobs.get()) is not None:
+            job()

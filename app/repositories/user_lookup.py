@@ -61,9 +61,13 @@ class ActiveUserLookup:
         else:
             await self._turns.acquire()  # at once: no timer on the path of a request that need not wait
         try:
-            # No time-out here: asyncpg would run the acquire as a task of its own. A turn means a free connection.
-            async with self.pool.acquire() as connection:
+            # No time-out on the acquire (asyncpg would run it as a task of its own): a turn means a free connection.
+            # The release keeps one: a connection that cannot be given back in time is closed instead.
+            connection = await self.pool.acquire()
+            try:
                 row = await connection.fetchrow(self._sql, user_id, session_id)
+            finally:
+                await self.pool.release(connection, timeout=self.acquire_timeout)
         finally:
             self._turns.release()
         return user_record(_Columns(row), row["roles"]) if row is not None else None

@@ -18,6 +18,7 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from app.http.app import create_app
+from app.kit.mail import ConsoleBackend, Mail, Outbox
 from tests.support.accounts import PASSWORD, bearer, log_in, refresh, sign_up
 from tests.support.databases import FAST_HASHING, Databases
 from tests.support.live_server import free_port
@@ -194,3 +195,15 @@ async def test_the_unauthenticated_endpoints_and_password_checks_share_the_per_a
         for method, url, body in calls:
             assert (await client.request(method, url, json=body, headers=headers)).status_code == 429, url
         assert (await client.get("/api/v1/me", headers=headers)).status_code == 200  # reads are not limited
+
+
+async def test_a_closed_outbox_leaves_no_mail_thread_behind() -> None:
+    before = {thread for thread in threading.enumerate() if thread.name == "mail"}
+    outbox = Outbox(ConsoleBackend())
+    outbox.start()
+    for n in range(6):
+        outbox.send(Mail(to=f"rider{n}@example.com", subject="Hello", body="a body"))
+    await outbox.close()
+    async with asyncio.timeout(10):
+        while {thread for thread in threading.enumerate() if thread.name == "mail"} - before:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
