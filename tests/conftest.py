@@ -100,9 +100,8 @@ def project_copy(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def empty_db(pg: Databases) -> Iterator[str]:
-    name = pg.create(pg.new_name("empty"))
-    yield name
-    pg.drop(name)
+    with pg.temporary("empty") as name:
+        yield name
 
 
 @pytest.fixture(scope="session")
@@ -115,9 +114,8 @@ def mlflow_template(pg: Databases, shared_folder: Path | None) -> Iterator[str]:
 
 @pytest.fixture
 def mlflow_db(pg: Databases, mlflow_template: str) -> Iterator[str]:
-    name = pg.create(pg.new_name("mlflow"), template=mlflow_template)
-    yield name
-    pg.drop(name)
+    with pg.temporary("mlflow", template=mlflow_template) as name:
+        yield name
 
 
 @pytest.fixture

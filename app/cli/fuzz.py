@@ -72,6 +72,3 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def cmd_fuzz(args: argparse.Namespace, ctx: CommandContext) -> int:
     return fuzz(ctx, args.seconds, args.seed)
-
-
-__all__ = ["add_arguments", "cmd_fuzz"]

@@ -18,7 +18,9 @@ from app.db.server import ServerAddress, direct_address
 from app.settings import Settings
 
 # How the sessions that change the schema show in pg_stat_activity: the one holding the lock, and those waiting.
-MIGRATION_APPLICATION_NAME = "bikerental-api migration"
+# Every session of the API's own (the service, its migrations) carries a name starting with this.
+API_APPLICATION_NAME = "bikerental-api"
+MIGRATION_APPLICATION_NAME = f"{API_APPLICATION_NAME} migration"
 
 
 # Set on an engine whose connections go through PgBouncer with API_DB_SCHEMA: each transaction sets the schema.
@@ -30,7 +32,7 @@ _NO_STATEMENT_CACHE = {"statement_cache_size": 0, "prepared_statement_cache_size
 
 
 def create_api_engine(
-    address: ServerAddress, settings: Settings, *, application_name: str = "bikerental-api", **kwargs: Any
+    address: ServerAddress, settings: Settings, *, application_name: str = API_APPLICATION_NAME, **kwargs: Any
 ) -> AsyncEngine:
     """An asyncpg engine on the API database (on API_DB_SCHEMA alone, when set)."""
     server_settings = {"application_name": application_name}
@@ -79,7 +81,7 @@ async def create_lookup_pool(address: ServerAddress, settings: Settings) -> asyn
     floor's at DB_POOL_SIZE connections). The two pools together: 3 x DB_POOL_SIZE connections per process. Its
     statement names its schema itself.
     """
-    server_settings = {"application_name": "bikerental-api"}
+    server_settings = {"application_name": API_APPLICATION_NAME}
     limits: dict[str, Any] = {}
     if address.pooler:
         # No statement_timeout as a startup parameter through PgBouncer: a timer per query cancels a stuck read.
@@ -159,5 +161,5 @@ async def single_connection(
 async def api_connection(settings: Settings) -> AsyncIterator[AsyncConnection]:
     """One connection in one transaction, where the service connects, for a command that runs and exits."""
     address = await prepare_api_database(settings)
-    async with _connection(address, settings, "bikerental-api") as connection, connection.begin():
+    async with _connection(address, settings, API_APPLICATION_NAME) as connection, connection.begin():
         yield connection

@@ -125,7 +125,8 @@ def fit_for_server(script: Iterable[bytes], known_settings: Collection[str]) -> 
         yield line
 
 
-def _known_settings(connection: sa.Connection) -> frozenset[str]:
+def known_settings(connection: sa.Connection) -> frozenset[str]:
+    """The settings this server knows (a restore script's `SET`s of others would fail)."""
     return frozenset(connection.execute(sa.text("SELECT name FROM pg_settings")).scalars())
 
 
@@ -137,7 +138,7 @@ def restore_archive(
     with migration_session(connection, settings, "restore"):
         check_database_is_ours(connection, known_revisions, settings.api_db_schema)
         schema = settings.api_db_schema or current_schema(connection)
-        known = _known_settings(connection)
+        known = known_settings(connection)
         connection.commit()
         if archive.schemas - {schema}:
             raise BackupError(

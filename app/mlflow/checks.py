@@ -131,9 +131,7 @@ def fingerprint(store: MlflowStore, database: str | None = None) -> str:
     try:
         with engine.connect() as connection:
             for table in connection.execute(_TABLES).scalars():
-                rows = (
-                    f"SELECT md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) FROM {quote_ident(table)} x"
-                )
+                rows = f"SELECT {_ROWS_DIGEST} FROM {quote_ident(table)} x"
                 digest.update(f"{table}:{connection.execute(sa.text(rows)).scalar_one()}".encode())
     finally:
         engine.dispose()

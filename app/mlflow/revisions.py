@@ -66,10 +66,10 @@ class RenderedSql:
     needs_live_data: str | None
 
 
-def render_sql(parent: str | None, revision: str) -> RenderedSql:
+def render_sql(scripts: MlflowScripts, parent: str | None, revision: str) -> RenderedSql:
     """The SQL of one revision (`alembic upgrade parent:revision --sql`). Revisions that read rows or reflect tables
     cannot be rendered offline: what came before the failure, and why it stopped."""
-    config = mlflow_scripts().config
+    config = scripts.config
     buffer = config.output_buffer = io.StringIO()
     try:
         command.upgrade(config, f"{parent}:{revision}" if parent else revision, sql=True)

@@ -14,9 +14,6 @@ from app.errors import SetupError
 from app.migrations.guard import mlflow_schemas
 from app.settings import Settings
 
-# Sessions of the API's own (the service, its migrations) carry this name: they never touch MLflow's tables.
-API_APPLICATION = "bikerental-api"
-
 
 def require_mlflow() -> None:
     """Fail with the way out when MLflow (the `mlflow` extra) is not installed in this environment."""

@@ -22,9 +22,12 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from app.db.catalog import quote_ident
+from app.db.engine import API_APPLICATION_NAME
 from app.db.pg_tools import first_error, pg_tool
 from app.errors import SetupError
 from app.migrations.lint import SQUAWK_CONFIG, squawk_findings
+from app.migrations.restore import fit_for_server, known_settings
+from app.migrations.timeouts import set_timeouts
 from app.mlflow.checks import TableStats, fingerprint, mlflow_schema_check, problems_after, table_stats
 from app.mlflow.revisions import (
     MlflowScripts,
@@ -34,7 +37,7 @@ from app.mlflow.revisions import (
     mlflow_scripts,
     render_sql,
 )
-from app.mlflow.store import API_APPLICATION, MlflowStore
+from app.mlflow.store import MlflowStore
 from app.settings import Settings
 
 # One upgrade of a store at a time; any constant works, this one spells "mlflowup".
@@ -128,7 +131,7 @@ def plan(store: MlflowStore) -> Plan:
         engine.dispose()
     planned, parent = [], current
     for script in scripts.pending(current):
-        rendered = render_sql(parent, script.revision)
+        rendered = render_sql(scripts, parent, script.revision)
         touched = {table.lower() for table in _TOUCHED.findall(rendered.sql)} - {"alembic_version"}
         planned.append(
             PlannedRevision(
@@ -245,10 +248,13 @@ def restore_in_place(store: MlflowStore, dump: Path) -> None:
     try:
         with engine.connect() as connection:
             rights = connection.execute(_SCHEMA_RIGHTS, {"schema": store.schema}).scalar_one_or_none() or ""
+            known = known_settings(connection)
     finally:
         engine.dispose()
     prologue = f"DROP SCHEMA IF EXISTS {store.quoted_schema} CASCADE;\nCREATE SCHEMA {store.quoted_schema};\n"
-    body = re.sub(rb"^CREATE SCHEMA [^;]+;$", b"", script.stdout, flags=re.MULTILINE)
+    # As the API's restore does: without the SETs an older server refuses (pg_restore 18's transaction_timeout).
+    fitted = b"".join(fit_for_server(script.stdout.splitlines(keepends=True), known))
+    body = re.sub(rb"^CREATE SCHEMA [^;]+;$", b"", fitted, flags=re.MULTILINE)
     restored = subprocess.run(
         [pg_tool("psql"), "--no-psqlrc", "--quiet", "--single-transaction", "--set=ON_ERROR_STOP=1", "--file=-"],
         input=prologue.encode() + body + f"\n{rights}\n".encode(),
@@ -273,8 +279,7 @@ def _connected(store: MlflowStore, others: list[str], way_out: str = "") -> Setu
 def _guard(connection: sa.Connection, settings: Settings) -> None:
     """Time-outs on the session; a backend whose client died (a killed upgrade) notices within a second, and rolls
     back instead of holding its locks until its statement ends."""
-    connection.exec_driver_sql(f"SET lock_timeout = '{round(settings.migration_lock_timeout * 1000)}ms'")
-    connection.exec_driver_sql(f"SET statement_timeout = '{round(settings.migration_statement_timeout * 1000)}ms'")
+    set_timeouts(connection, settings)
     connection.exec_driver_sql(f"SET application_name = '{APPLICATION}'")
     if connection.dialect.server_version_info and connection.dialect.server_version_info >= (14,):
         connection.exec_driver_sql("SET client_connection_check_interval = 1000")
@@ -365,7 +370,7 @@ def other_sessions(store: MlflowStore) -> list[str]:
                     "WHERE datname = current_database() AND pid <> pg_backend_pid() "
                     "AND backend_type = 'client backend' AND application_name NOT LIKE :ours"
                 ),
-                {"ours": f"{API_APPLICATION}%"},
+                {"ours": f"{API_APPLICATION_NAME}%"},
             ).all()
     finally:
         engine.dispose()

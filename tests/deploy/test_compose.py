@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import shutil
 import subprocess
@@ -41,6 +42,7 @@ def service(compose: dict[str, Any], name: str) -> dict[str, Any]:
     return found
 
 
+@functools.cache
 def stages() -> dict[str, list[str]]:
     """deploy/Dockerfile's stages by name: each one's instructions, its FROM first."""
     found: dict[str, list[str]] = {}
@@ -128,8 +130,9 @@ def test_mlflow_image_is_the_version_in_the_lock_file(compose: dict[str, Any]) -
     locked = {package["name"]: package["version"] for package in lock["package"]}
     assert built_from(service(compose, "mlflow"), "mlflow-server")
     assert stages()["mlflow-server"][0] == "FROM ghcr.io/mlflow/mlflow:v${MLFLOW_VERSION} AS mlflow-server"
-    assert f"ARG MLFLOW_VERSION={locked['mlflow']}" in DOCKERFILE.read_text()
-    assert f"ARG PSYCOPG_VERSION={locked['psycopg']}" in DOCKERFILE.read_text()
+    dockerfile = DOCKERFILE.read_text()
+    assert f"ARG MLFLOW_VERSION={locked['mlflow']}" in dockerfile
+    assert f"ARG PSYCOPG_VERSION={locked['psycopg']}" in dockerfile
 
 
 def test_mlflows_schema_is_upgraded_guarded_before_its_server_starts(compose: dict[str, Any]) -> None:
@@ -169,9 +172,9 @@ def test_migrate_step_runs_once_straight_to_postgresql(compose: dict[str, Any]) 
     assert all((PROJECT_ROOT / path).exists() for path in copied | bound)
     # Only that goes into the build: not .venv, .data, backups or .env from the host.
     ignore = (PROJECT_ROOT / "deploy" / "Dockerfile.dockerignore").read_text().splitlines()
-    wanted = [f"!{path}/" if (PROJECT_ROOT / path).is_dir() else f"!{path}" for path in ("pyproject.toml", "uv.lock")]
-    wanted += [
-        f"!{path}/" if (PROJECT_ROOT / path).is_dir() else f"!{path}" for path in ("alembic.ini", "alembic", "app")
+    wanted = [
+        f"!{path}/" if (PROJECT_ROOT / path).is_dir() else f"!{path}"
+        for path in ("pyproject.toml", "uv.lock", "alembic.ini", "alembic", "app")
     ]
     assert ignore[ignore.index("*") + 1 :][: len(wanted)] == wanted
 

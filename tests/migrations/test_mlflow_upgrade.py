@@ -48,9 +48,8 @@ def old_store_template(pg: Databases, shared_folder: Path | None) -> Iterator[st
 
 @pytest.fixture
 def old_store(pg: Databases, old_store_template: str) -> Iterator[str]:
-    name = pg.create(pg.new_name("mlflow_old"), template=old_store_template)
-    yield name
-    pg.drop(name)
+    with pg.temporary("mlflow_old", template=old_store_template) as name:
+        yield name
 
 
 @pytest.fixture

@@ -133,6 +133,15 @@ class Databases:
     def drop(self, name: str) -> None:
         asyncio.run(self._admin(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)"))
 
+    @contextmanager
+    def temporary(self, kind: str, template: str | None = None) -> Iterator[str]:
+        """A new database (empty, or a copy of `template`) for the block, dropped after it."""
+        name = self.create(self.new_name(kind), template=template)
+        try:
+            yield name
+        finally:
+            self.drop(name)
+
     async def fetch(self, database: str, query: str, *args: object) -> list[asyncpg.Record]:
         conn = await connect(self.address, database)
         try:
