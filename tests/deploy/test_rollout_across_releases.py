@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.balancer import Balancer, Instance, haproxy, production_env, steady_load
+from tests.support.balancer import Balancer, Instance, as_environment, haproxy, production_env, steady_load
 from tests.support.databases import Databases
 from tests.support.pgbouncer import Bouncer, through
 from tests.support.releases import Releases
@@ -69,7 +69,7 @@ async def test_releases_roll_out_across_expand_and_contract_without_a_failed_req
         "N+2": releases.checkout(n2, "n2"),
     }
     serving = production_env(pg, api_db, pgbouncer, drain_seconds=DRAIN_SECONDS)
-    migrating = {**serving, **{k.upper(): str(v).lower() for k, v in through(pgbouncer, pg, direct=True).items()}}
+    migrating = {**serving, **as_environment(through(pgbouncer, pg, direct=True))}
 
     async def phone_column() -> bool:
         query = "SELECT 1 FROM information_schema.columns WHERE table_name = 'users' AND column_name = 'phone_number'"

@@ -234,4 +234,12 @@ def production_env(pg: Databases, db: str, bouncer: Bouncer, **settings: object)
         **FAST_HASHING,
         **settings,
     }
-    return {**pg.env(db), **{name.upper(): str(value).lower() for name, value in values.items()}}
+    return {**pg.env(db), **as_environment(values)}
+
+
+def as_environment(values: dict[str, object]) -> dict[str, str]:
+    """Settings as environment variables: names in capitals, booleans as `true`/`false`, the rest as they are (a
+    socket directory's path keeps its case)."""
+    return {
+        name.upper(): str(value).lower() if isinstance(value, bool) else str(value) for name, value in values.items()
+    }
